@@ -1,0 +1,302 @@
+"""The ledger's data model, its event fold, and the interface every backend follows."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Protocol
+
+from xpdeploy.errors import UserError
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC with a ``Z``, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Status(str, Enum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class EventKind(str, Enum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    RESOLVED_SENT = "resolved_sent"
+    RESOLVED_NOT_SENT = "resolved_not_sent"
+    FORGOTTEN = "forgotten"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the ledger knows about one execution (spec name) in one environment."""
+
+    name: str
+    revision: int
+    status: Status
+    body_sha256: str
+    campaign_id: str | int | None
+    audience: int | None
+    sent_at: str | None
+    response: Any
+    message: str | None
+    updated_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The SPEC §4 state JSON shape, plus ``message`` and ``updated_at``."""
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "status": self.status.value,
+            "body_sha256": self.body_sha256,
+            "campaign_id": self.campaign_id,
+            "audience": self.audience,
+            "sent_at": self.sent_at,
+            "response": self.response,
+            "message": self.message,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """The folded ledger; ``lineage`` is None and ``serial`` 0 before the first write."""
+
+    environment: str
+    lineage: str | None
+    serial: int
+    records: dict[str, Record]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One journal entry; ``at`` is when it was written, ``sent_at`` a known send time."""
+
+    kind: EventKind
+    name: str
+    revision: int | None = None
+    body_sha256: str | None = None
+    campaign_id: str | int | None = None
+    audience: int | None = None
+    response: Any = None
+    message: str | None = None
+    sent_at: str | None = None
+    at: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The journal form: unset fields left out so lines stay short in a diff."""
+        out: dict[str, Any] = {"kind": self.kind.value, "name": self.name, "at": self.at}
+        for key in ("revision", "body_sha256", "campaign_id", "audience", "message", "sent_at"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.response is not None:
+            out["response"] = self.response
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        """Inverse of `to_dict`; unknown keys are ignored so newer journals stay readable."""
+        name = data["name"]
+        if not isinstance(name, str):
+            raise ValueError("'name' must be a string")
+        return cls(
+            kind=EventKind(data["kind"]),
+            name=name,
+            revision=data.get("revision"),
+            body_sha256=data.get("body_sha256"),
+            campaign_id=data.get("campaign_id"),
+            audience=data.get("audience"),
+            response=data.get("response"),
+            message=data.get("message"),
+            sent_at=data.get("sent_at"),
+            at=data["at"],
+        )
+
+    @classmethod
+    def from_record(cls, record: Record) -> Event:
+        """The one event whose fold recreates ``record`` exactly (used by compaction)."""
+        return cls(
+            kind=EventKind(record.status.value),
+            name=record.name,
+            revision=record.revision,
+            body_sha256=record.body_sha256,
+            campaign_id=record.campaign_id,
+            audience=record.audience,
+            response=record.response,
+            message=record.message,
+            sent_at=record.sent_at,
+            at=record.updated_at,
+        )
+
+
+_OUTCOME = {
+    EventKind.APPLIED: Status.APPLIED,
+    EventKind.FAILED: Status.FAILED,
+    EventKind.UNKNOWN: Status.UNKNOWN,
+}
+
+
+def fold_event(records: dict[str, Record], event: Event) -> None:
+    """Apply one event to ``records`` in place."""
+    kind, old = event.kind, records.get(event.name)
+    if kind is EventKind.FORGOTTEN:
+        records.pop(event.name, None)
+        return
+    if kind is EventKind.PENDING or old is None:
+        # A pending event starts a fresh attempt, so nothing of the last one carries over.
+        # Other kinds without a record only occur in hand-edited journals; keep what they say.
+        if event.revision is None or event.body_sha256 is None:
+            return
+        status = Status.PENDING if kind is EventKind.PENDING else _status_of(kind)
+        records[event.name] = Record(
+            name=event.name,
+            revision=event.revision,
+            status=status,
+            body_sha256=event.body_sha256,
+            campaign_id=event.campaign_id,
+            audience=event.audience,
+            sent_at=(event.sent_at or event.at) if status is Status.APPLIED else None,
+            response=event.response,
+            message=event.message,
+            updated_at=event.at,
+        )
+        return
+    status = _status_of(kind)
+    resolved = kind in (EventKind.RESOLVED_SENT, EventKind.RESOLVED_NOT_SENT)
+    if status is Status.APPLIED:
+        sent_at: str | None = event.sent_at or event.at
+    else:
+        sent_at = None
+    records[event.name] = Record(
+        name=event.name,
+        revision=old.revision if event.revision is None else event.revision,
+        status=status,
+        body_sha256=old.body_sha256 if event.body_sha256 is None else event.body_sha256,
+        campaign_id=old.campaign_id if event.campaign_id is None else event.campaign_id,
+        audience=old.audience if event.audience is None else event.audience,
+        sent_at=sent_at,
+        # An outcome brings its own response; a resolution only adds a human's verdict.
+        response=old.response if resolved and event.response is None else event.response,
+        message=event.message,
+        updated_at=event.at,
+    )
+
+
+def _status_of(kind: EventKind) -> Status:
+    if kind is EventKind.RESOLVED_SENT:
+        return Status.APPLIED
+    if kind is EventKind.RESOLVED_NOT_SENT:
+        return Status.FAILED
+    return _OUTCOME.get(kind, Status.PENDING)
+
+
+def fold(events: Iterable[Event], records: dict[str, Record] | None = None) -> dict[str, Record]:
+    """Fold ``events`` (in journal order) into records, starting from ``records``."""
+    out = {} if records is None else records
+    for event in events:
+        fold_event(out, event)
+    return out
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a ledger lock, so that a second apply can name it."""
+
+    host: str
+    pid: int
+    started_at: str
+    ci_run: str | None
+    command: str
+
+    @classmethod
+    def current(cls, command: str) -> LockInfo:
+        """This process, now, with its CI run URL when GitHub Actions says so."""
+        server = os.environ.get("GITHUB_SERVER_URL")
+        repo = os.environ.get("GITHUB_REPOSITORY")
+        run_id = os.environ.get("GITHUB_RUN_ID")
+        ci_run = f"{server}/{repo}/actions/runs/{run_id}" if server and repo and run_id else None
+        return cls(socket.gethostname(), os.getpid(), utc_now(), ci_run, command)
+
+    def describe(self) -> str:
+        """``pid 123 on host-a since 2026-… running 'xpdeploy apply' (CI run https://…)``."""
+        text = f"pid {self.pid} on {self.host} since {self.started_at}"
+        if self.command:
+            text += f" running '{self.command}'"
+        if self.ci_run:
+            text += f" (CI run {self.ci_run})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "ci_run": self.ci_run,
+            "command": self.command,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LockInfo:
+        return cls(
+            host=str(data["host"]),
+            pid=int(data["pid"]),
+            started_at=str(data["started_at"]),
+            ci_run=data.get("ci_run"),
+            command=str(data.get("command", "")),
+        )
+
+
+class LockHeld(UserError):
+    """Another process holds the ledger's lock."""
+
+    def __init__(
+        self,
+        lock_path: str,
+        holder: LockInfo | None,
+        hint: str = "wait for it to finish: only one apply per environment runs at a time",
+    ) -> None:
+        who = holder.describe() if holder else "another process (it left no description)"
+        super().__init__(f"the ledger is locked by {who}, lock file {lock_path}; {hint}")
+        self.lock_path = lock_path
+        self.holder = holder
+
+
+class Ledger(Protocol):
+    """A state backend: the file journal now, a database later."""
+
+    environment: str
+
+    @property
+    def location(self) -> str:
+        """Where the ledger lives, for messages (a path, a URL)."""
+        ...
+
+    def read(self) -> LedgerState:
+        """The current state; needs no lock and works during an apply."""
+        ...
+
+    def lock(self, info: LockInfo) -> AbstractContextManager[Ledger]:
+        """Take the exclusive lock at once or raise `LockHeld`; held for the ``with`` block."""
+        ...
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Durably record ``events`` (one write for the batch) before returning; needs the lock."""
+        ...
+
+    def compact(self) -> None:
+        """Rewrite the history as one event per current record; needs the lock."""
+        ...
+
+    def unlock(self) -> str:
+        """Clear a lock left behind, where the backend allows it; says what it did."""
+        ...
