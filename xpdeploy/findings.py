@@ -19,23 +19,59 @@ class Rule:
 
 
 _RULES = [
-    Rule("yaml-syntax", Severity.ERROR, "The file is not valid YAML, or uses a feature xpdeploy refuses."),
+    Rule(
+        "yaml-syntax",
+        Severity.ERROR,
+        "The file is not valid YAML, or uses a feature xpdeploy refuses.",
+    ),
     Rule("duplicate-key", Severity.ERROR, "A mapping has the same key twice."),
     Rule("schema", Severity.ERROR, "The spec or request body does not match the JSON Schema."),
-    Rule("unknown-field", Severity.ERROR, "A key the schema does not know (put new API fields under execute.extra)."),
-    Rule("template-syntax", Severity.ERROR, "A Jinja template does not compile or fails to render."),
-    Rule("undefined-variable", Severity.ERROR, "A Jinja variable is not defined for the environment."),
+    Rule(
+        "unknown-field",
+        Severity.ERROR,
+        "A key the schema does not know (put new API fields under execute.extra).",
+    ),
+    Rule(
+        "template-syntax", Severity.ERROR, "A Jinja template does not compile or fails to render."
+    ),
+    Rule(
+        "undefined-variable", Severity.ERROR, "A Jinja variable is not defined for the environment."
+    ),
     Rule("target-conflict", Severity.ERROR, "Both target and target_with_params are set."),
     Rule("target-by", Severity.WARNING, "target_by is missing: the API falls back to device ids."),
-    Rule("time-format", Severity.ERROR, "time is neither 'YYYY-MM-DD HH:MM UTC' nor ISO-8601 with an offset."),
-    Rule("time-past", Severity.ERROR, "time is in the past."),
-    Rule("retry-period", Severity.ERROR, "retry_for and retry_for_period must come together, with a known unit."),
-    Rule("message-type", Severity.ERROR, "messages keys must be message types 1, 2, 3, 6, 7, 8 or 9."),
-    Rule("apptoken-in-file", Severity.ERROR, "An apptoken is written in a file; it belongs in an environment variable."),
+    Rule(
+        "time-format",
+        Severity.ERROR,
+        "time is neither 'YYYY-MM-DD HH:MM UTC' nor ISO-8601 with an offset.",
+    ),
+    Rule("time-past", Severity.WARNING, "time is in the past: plan blocks a send of it."),
+    Rule(
+        "retry-period",
+        Severity.ERROR,
+        "retry_for and retry_for_period must come together, with a known unit.",
+    ),
+    Rule(
+        "message-type", Severity.ERROR, "messages keys must be message types 1, 2, 3, 6, 7, 8 or 9."
+    ),
+    Rule(
+        "apptoken-in-file",
+        Severity.ERROR,
+        "An apptoken is written in a file; it belongs in an environment variable.",
+    ),
     Rule("duplicate-name", Severity.ERROR, "Two specs share a name."),
-    Rule("duplicate-external-message-id", Severity.ERROR, "Two executions in one environment share params.external_message_id."),
-    Rule("no-audience", Severity.WARNING, "No target of any kind: the campaign's own segment would be used."),
-    Rule("max-targets", Severity.ERROR, "More recipients than the environment's guards.max_targets."),
+    Rule(
+        "duplicate-external-message-id",
+        Severity.ERROR,
+        "Two executions in one environment share params.external_message_id.",
+    ),
+    Rule(
+        "no-audience",
+        Severity.WARNING,
+        "No target of any kind: the campaign's own segment would be used.",
+    ),
+    Rule(
+        "max-targets", Severity.ERROR, "More recipients than the environment's guards.max_targets."
+    ),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULES}

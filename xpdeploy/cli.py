@@ -1,0 +1,205 @@
+"""Command line: parse options, call the core, pick a reporter. Nothing else.
+
+Heavy modules (pydantic, jinja2, httpx) are imported inside the commands that use
+them, so ``xpdeploy --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from xpdeploy import __version__
+from xpdeploy.errors import ExitCode, UserError
+
+if TYPE_CHECKING:
+    from xpdeploy.session import Session
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LINT_FORMATS = ["text", "json", "github", "sarif"]  # kept equal to the reporter registry by a test
+PLAN_FORMATS = ["text", "markdown", "json"]
+
+
+def fail(message: str, code: int = ExitCode.ERROR) -> None:
+    """A short red message on stderr and the exit code."""
+    click.secho(f"Error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+class Boundary(click.Group):
+    """The one place where user errors become messages and bugs become one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            from xpdeploy.session import FindingsError
+
+            if isinstance(exc, FindingsError):
+                from xpdeploy.report.findings import TextReporter
+
+                TextReporter(sys.stderr, summary=False).emit(exc.findings, 0)
+            fail(str(exc))
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:
+            if ctx.meta.get("xpdeploy.debug"):
+                traceback.print_exc()
+            fail(
+                f"internal error (a bug in xpdeploy {__version__}): {type(exc).__name__}: {exc}"
+                " — run again with --debug for the traceback"
+            )
+
+
+def common(func: F) -> F:
+    """--project, -e/--env, --var, --var-file, --debug on every command."""
+
+    @click.option(
+        "--project", "project", type=click.Path(path_type=Path), help="Project file or its folder."
+    )
+    @click.option(
+        "-e", "--env", "env", metavar="NAME", help="Environment (default: default_environment)."
+    )
+    @click.option(
+        "--var", "var", multiple=True, metavar="KEY=VALUE", help="Set a variable (repeatable)."
+    )
+    @click.option(
+        "--var-file",
+        "var_file",
+        multiple=True,
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help="Read variables from a YAML file (repeatable).",
+    )
+    @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+    @functools.wraps(func)
+    def wrapper(
+        project: Path | None,
+        env: str | None,
+        var: tuple[str, ...],
+        var_file: tuple[Path, ...],
+        debug: bool,
+        **kwargs: Any,
+    ) -> Any:
+        from xpdeploy.project import Overrides
+        from xpdeploy.session import Session
+
+        click.get_current_context().meta["xpdeploy.debug"] = debug
+        session = Session(project, env, Overrides(var_file, var))
+        return func(session, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(cls=Boundary, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="xpdeploy")
+def main() -> None:
+    """Campaign-as-code for the Xtremepush external API.
+
+    Keep each execute-campaign request as a YAML spec in git; lint and plan it in
+    pull requests; apply it from CI exactly once.
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
+@click.option("--all-envs", is_flag=True, help="Check every environment, not just one.")
+@click.option("--format", "fmt", type=click.Choice(LINT_FORMATS), default="text", show_default=True)
+@click.option("--strict", is_flag=True, help="Warnings fail too.")
+@common
+def lint(session: Session, paths: tuple[Path, ...], all_envs: bool, fmt: str, strict: bool) -> None:
+    """Check specs against the schema and the API's rules."""
+    from xpdeploy.report.findings import REPORTERS
+
+    project = session.project
+    envs = list(project.config.environments) if all_envs else [session.env_name]
+    files, shown = project.files_named(paths) if paths else (None, set())
+    result = session.check(envs, files)
+    findings = result.findings
+    if paths:
+        findings = [f for f in findings if f.path in shown]
+    checked = sum(len(v) for v in result.executions.values())
+    REPORTERS.get(fmt)(sys.stdout).emit(findings, checked)
+    failing = [f for f in findings if strict or f.severity.value == "error"]
+    sys.exit(ExitCode.ERROR if failing else ExitCode.OK)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write one file per execution into this folder.",
+)
+@common
+def render(session: Session, names: tuple[str, ...], fmt: str, out_dir: Path | None) -> None:
+    """Print the exact request bodies (apptoken shown as ***)."""
+    from xpdeploy.report.render import write_files, write_stream
+
+    executions, result = session.executions(names)
+    _warn(result.findings, {e.path for e in executions})
+    redact = session.project.config.review.redact
+    if out_dir is not None:
+        for path in write_files(executions, out_dir, fmt, redact):
+            click.echo(f"wrote {path}", err=True)
+    else:
+        write_stream(sys.stdout, session.env_name, executions, fmt, redact)
+
+
+def _warn(findings: list[Any], paths: set[str]) -> None:
+    """Warnings about the files of the executions at hand, on stderr."""
+    from xpdeploy.report.findings import TextReporter
+
+    warnings = [f for f in findings if f.severity.value == "warning" and f.path in paths]
+    TextReporter(sys.stderr, summary=False).emit(warnings, 0)
+
+
+@main.command()
+@click.option("--write", is_flag=True, help="Rewrite the files instead of printing them.")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("schema"),
+    show_default=True,
+    help="Where --write puts them.",
+)
+def schema(write: bool, folder: Path) -> None:
+    """Print or rewrite the JSON Schemas (spec, project file, request body)."""
+    from xpdeploy import schema as schemas
+
+    if write:
+        for path in schemas.write_all(folder):
+            click.echo(f"wrote {path}")
+        return
+    import json
+
+    documents = {name: json.loads(text) for name, text in schemas.render_all().items()}
+    click.echo(json.dumps(documents, indent=2))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
+def init(directory: Path) -> None:
+    """Write a starter project: xpdeploy.yaml, one spec, the schema for editors."""
+    from xpdeploy.starter import write_starter
+
+    for path in write_starter(directory):
+        click.echo(f"created {path}")
+    click.echo("next: xpdeploy lint && xpdeploy plan")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,570 @@
+"""A local Xtremepush external API on loopback: documented validation, faults on demand."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hmac
+import json
+import logging
+import re
+import socket
+import socketserver
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from xpdeploy import __version__
+from xpdeploy.errors import UserError
+
+EXECUTE_PATH = "/api/external/execute/campaign"
+INFO_PATH = "/api/external/info/campaign"
+FAULTS_PATH = "/_emulator/faults"
+ACCEPTED_PATH = "/_emulator/accepted"
+RESET_PATH = "/_emulator/reset"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MASK = "***"
+
+TARGET_BY = frozenset({"user_id", "id", "external_id", "token", "email"})
+MESSAGE_TYPES = frozenset({"1", "2", "3", "6", "7", "8", "9"})
+RETRY_PERIODS = frozenset({"hours", "days", "weeks"})
+_TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
+_ROUTES = {
+    EXECUTE_PATH: "POST",
+    INFO_PATH: "POST",
+    FAULTS_PATH: "POST",
+    ACCEPTED_PATH: "GET",
+    RESET_PATH: "POST",
+}
+
+_log = logging.getLogger(__name__)
+
+Reply = tuple[int, str | None, list[str] | None]
+
+
+@dataclass
+class Fault:
+    """One misbehaviour for the next execute request(s); see SPEC §8."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    delay: float = 0.0
+    drop: Literal["before", "after"] | None = None
+    body: str | None = None
+    accept: bool = False
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        def seconds(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+        checks = {
+            "status must be an HTTP status code (100-599)": self.status is None
+            or (_is_int(self.status) and 100 <= self.status <= 599),
+            "retry_after must be seconds >= 0": self.retry_after is None
+            or seconds(self.retry_after),
+            "delay must be seconds >= 0": seconds(self.delay),
+            "drop must be 'before', 'after' or null": self.drop in (None, "before", "after"),
+            "body must be a string": self.body is None or isinstance(self.body, str),
+            "accept must be a boolean": isinstance(self.accept, bool),
+            "times must be a positive integer": _is_int(self.times) and self.times >= 1,
+        }
+        for problem, ok in checks.items():
+            if not ok:
+                raise ValueError(problem)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _valid_time(value: Any) -> bool:
+    if _is_int(value):
+        return bool(value >= 0)
+    if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
+        return False
+    try:
+        datetime.strptime(value, _TIME_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def check_apptoken(body: dict[str, Any], apptoken: str | None) -> Reply | None:
+    """The API's auth answer for a body, or None when the token is good (or not checked)."""
+    if apptoken is None:
+        return None
+    given = body.get("apptoken")
+    if given is None or given == "":
+        # The API answers unauthenticated requests with 400, not 401.
+        return 400, "Missing apptoken", ["apptoken: required"]
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), apptoken.encode()):
+        return 401, "Authentication failed", ["apptoken: not valid for this project"]
+    return None
+
+
+def campaign_error(cid: Any, campaigns: frozenset[str] | None) -> str | None:
+    """Why a campaign id would be refused, or None; ids compare as strings."""
+    if not (_is_int(cid) or (isinstance(cid, str) and cid.strip())):
+        return "id: a campaign id is required"
+    if campaigns is not None and str(cid).strip() not in campaigns:
+        return "Campaign not found"
+    return None
+
+
+def execute_errors(body: dict[str, Any], campaigns: frozenset[str] | None) -> list[str]:
+    """Every documented rule an execute body breaks; empty when it would be accepted."""
+    errors: list[str] = []
+    problem = campaign_error(body.get("id"), campaigns)
+    if problem:
+        errors.append(problem)
+    has_target, has_twp = "target" in body, "target_with_params" in body
+    if has_target and has_twp:
+        errors.append("target and target_with_params are alternatives: send exactly one")
+    if has_target:
+        target = body["target"]
+        if not isinstance(target, list) or not target:
+            errors.append("target: must be a non-empty list of identifiers")
+        elif not all(_is_int(t) or (isinstance(t, str) and t) for t in target):
+            errors.append("target: identifiers must be non-empty strings or integers")
+    if has_twp:
+        twp = body["target_with_params"]
+        if not isinstance(twp, dict) or not twp:
+            errors.append("target_with_params: must be a non-empty object")
+        elif not all(isinstance(v, dict) for v in twp.values()):
+            errors.append("target_with_params: each recipient's value must be an object")
+    if not (has_target or has_twp or body.get("broadcast") in (1, "1") or "conditions" in body):
+        errors.append("A target must be provided (target, target_with_params or segmentation)")
+    if "target_by" in body and body["target_by"] not in TARGET_BY:
+        errors.append(f"target_by: must be one of {', '.join(sorted(TARGET_BY))}")
+    if "time" in body and not _valid_time(body["time"]):
+        errors.append('time: use "YYYY-MM-DD HH:MM UTC" or a Unix timestamp')
+    if "messages" in body:
+        messages = body["messages"]
+        if not isinstance(messages, dict):
+            errors.append("messages: must be an object keyed by message type")
+        else:
+            bad = sorted(str(k) for k in messages if k not in MESSAGE_TYPES)
+            if bad:
+                errors.append(f"messages: unknown message type(s) {', '.join(bad)}")
+            if not all(isinstance(v, dict) for v in messages.values()):
+                errors.append("messages: each message type's value must be an object")
+    if "payload_add" in body:
+        items = body["payload_add"]
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("key"), str) and i["key"] and "value" in i
+            for i in items
+        ):
+            errors.append("payload_add: must be a list of {key, value} objects")
+    if "retry_for" in body and not (_is_int(body["retry_for"]) and body["retry_for"] > 0):
+        errors.append("retry_for: must be a positive integer")
+    if "retry_for_period" in body and body["retry_for_period"] not in RETRY_PERIODS:
+        errors.append(f"retry_for_period: must be one of {', '.join(sorted(RETRY_PERIODS))}")
+    if ("retry_for" in body) != ("retry_for_period" in body):
+        errors.append("retry_for and retry_for_period must be given together")
+    if "params" in body and not isinstance(body["params"], dict):
+        errors.append("params: must be an object")
+    if "target_existing_only" in body and not (
+        _is_int(body["target_existing_only"]) and body["target_existing_only"] in (0, 1)
+    ):
+        errors.append("target_existing_only: must be 0 or 1")
+    return errors
+
+
+def _redact(value: Any, secrets: Iterable[str]) -> Any:
+    """A copy of a JSON value with every secret string replaced by the mask."""
+    secrets = [s for s in secrets if s]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, list):
+        return [_redact(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {_redact(k, secrets): _redact(v, secrets) for k, v in value.items()}
+    return value
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+        self.emulator = emulator
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-response are normal here (faults, timeouts); stay quiet.
+        _log.debug("emulator: error serving %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+    server_version = f"xpdeploy-emulator/{__version__}"
+    sys_version = ""
+    timeout = 300  # an idle keep-alive connection must not hold a thread forever
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence http.server's access log on stderr."""
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without this, Nagle + delayed ACK adds 40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.emulator._track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.emulator._track(self.connection, open_=False)
+
+    def _dispatch(self) -> None:
+        raw = self._read_body()
+        if raw is None:
+            return
+        path = self.path.split("?", 1)[0]
+        wanted = _ROUTES.get(path)
+        if wanted is None and path.startswith("/api/external/") and self.command != "POST":
+            self._reply((405, f"Method {self.command} not allowed: use POST", None))
+        elif wanted is None:
+            self._reply((404, f"No such method: {path}", None))
+        elif self.command != wanted:
+            self._reply((405, f"Method {self.command} not allowed: use {wanted}", None))
+        elif path == EXECUTE_PATH:
+            self._execute(raw)
+        elif path == INFO_PATH:
+            self._info(raw)
+        elif path == FAULTS_PATH:
+            self._faults(raw)
+        elif path == ACCEPTED_PATH:
+            self._reply((200, None, None), data=self.server.emulator.accepted_requests())
+        else:
+            self.server.emulator.reset()
+            self._reply((200, "Emulator reset", None))
+
+    # Every method goes through one router, which answers 405 where POST is wanted.
+    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering a request whose body can't be read."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True  # the unread body would be taken for the next request
+            self._reply((411, "Send the request body with a Content-Length", None))
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            if length < 0:
+                raise ValueError(length)
+        except ValueError:
+            self.close_connection = True
+            self._reply((400, "Invalid Content-Length", None))
+            return None
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._reply((413, f"Request body over {MAX_BODY_BYTES} bytes", None))
+            return None
+        raw = self.rfile.read(length)
+        if len(raw) < length:  # the client went away mid-body
+            self.close_connection = True
+            return None
+        return raw
+
+    def _parse(self, raw: bytes) -> dict[str, Any] | Reply:
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return 400, "Request body is not valid JSON", ["body: not valid JSON"]
+        if not isinstance(body, dict):
+            return 400, "Request body must be a JSON object", ["body: not a JSON object"]
+        return body
+
+    def _execute(self, raw: bytes) -> None:
+        emulator = self.server.emulator
+        fault = emulator._take_fault()
+        if fault is not None and fault.drop == "before":
+            self.close_connection = True  # nothing written: the client sees a dropped connection
+            return
+        reply: Reply = (200, None, None)
+        faulty = fault is not None and (fault.status is not None or fault.body is not None)
+        if fault is None or not faulty or fault.accept:
+            reply = emulator._process_execute(self._parse(raw))
+        emulator._notify(f"execute -> {reply[0]}" + (f" {reply[1]}" if reply[1] else ""))
+        if fault is None:
+            self._reply(reply)
+            return
+        emulator._wait(fault.delay)
+        if fault.drop == "after":
+            self.close_connection = True
+            return
+        headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        if fault.body is not None:
+            kind = "application/json" if fault.body.lstrip()[:1] in ("{", "[") else "text/html"
+            self._send(fault.status or 200, fault.body.encode(), kind, headers)
+        elif fault.status is not None:
+            self._reply((fault.status, _phrase(fault.status), None), headers=headers)
+        else:
+            self._reply(reply, headers=headers)
+
+    def _info(self, raw: bytes) -> None:
+        emulator = self.server.emulator
+        body = self._parse(raw)
+        if not isinstance(body, dict):
+            self._reply(body)
+            return
+        problem = campaign_error(body.get("id"), emulator._campaigns)
+        denied = check_apptoken(body, emulator._apptoken)
+        if denied or problem:
+            self._reply(denied or (400, problem, [problem or ""]))
+            return
+        self._reply((200, None, None), model={"id": body["id"], "active": 1, "messages": {}})
+
+    def _faults(self, raw: bytes) -> None:
+        try:
+            items = json.loads(raw.decode("utf-8") or "null")
+            if isinstance(items, dict):
+                items = [items]
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise TypeError("send a JSON list of fault objects")
+            faults = [Fault(**item) for item in items]
+        except (TypeError, ValueError) as exc:  # bad JSON, unknown keys, bad values
+            self._reply((400, f"Invalid fault: {exc}", None))
+            return
+        self.server.emulator.inject(*faults)
+        count = sum(f.times for f in faults)
+        self._reply((200, f"Faults queued for the next {count} execute request(s)", None))
+
+    def _reply(self, reply: Reply, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        """Answer with the documented envelope; the HTTP status always equals ``code``."""
+        code, message, errors = reply
+        envelope: dict[str, Any] = {"code": code, "success": 200 <= code < 300}
+        if message:
+            envelope["message"] = message
+        if errors:
+            envelope["errors"] = errors
+        envelope.update(extra)
+        self._send(code, json.dumps(envelope).encode(), "application/json", headers or {})
+
+    def _send(self, code: int, payload: bytes, kind: str, headers: dict[str, str]) -> None:
+        self.send_response(code, _phrase(code))
+        self.send_header("Content-Type", f"{kind}; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Injected fault"
+
+
+class Emulator:
+    """The execute-campaign endpoint on a local socket, served from a daemon thread."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        apptoken: str | None = None,
+        campaigns: Iterable[str | int] | None = None,
+        log_path: Path | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self._apptoken = apptoken
+        # No campaigns configured (or an empty list) means any id is known.
+        self._campaigns = frozenset(str(c).strip() for c in campaigns or ()) or None
+        self._echo = echo
+        self._lock = threading.Lock()
+        self._accepted: list[dict[str, Any]] = []
+        self._faults: deque[Fault] = deque()
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        where = self.url if self._server else "not started"
+        return f"<Emulator {where}, {len(self._accepted)} accepted>"
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the client, e.g. ``http://127.0.0.1:8787``."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        """Same as accepted_requests()."""
+        return self.accepted_requests()
+
+    def accepted_requests(self) -> list[dict[str, Any]]:
+        """Copies of the accepted execute bodies, in arrival order, apptoken masked."""
+        with self._lock:
+            return copy.deepcopy(self._accepted)
+
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults; each execute request takes the next one."""
+        with self._lock:
+            for fault in faults:
+                self._faults.extend([fault] * fault.times)
+
+    def reset(self) -> None:
+        """Forget accepted requests and queued faults (the log file is kept)."""
+        with self._lock:
+            self._accepted.clear()
+            self._faults.clear()
+
+    def start(self) -> Emulator:
+        """Bind and serve in a daemon thread; port 0 picks a free port."""
+        if self._server is not None:
+            return self
+        if self.log_path is not None:
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self.log_path.open("a", encoding="utf-8").close()
+            except OSError as exc:
+                raise UserError(f"cannot write the emulator log {self.log_path}: {exc}") from None
+        try:
+            self._server = _Server((self.host, self.port), self)
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+                " (is another emulator running? pick another --port)"
+            ) from None
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how long stop() waits for the accept loop
+            name="xpdeploy-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections, waking any delayed responses."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _track(self, connection: socket.socket, *, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def _take_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def _wait(self, seconds: float) -> None:
+        # An Event, not time.sleep, so that stop() cuts a long injected delay short.
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _notify(self, line: str) -> None:
+        if self._echo is not None:
+            self._echo(line)
+
+    def _process_execute(self, body: dict[str, Any] | Reply) -> Reply:
+        """Validate a parsed execute body and record it when the API would accept it."""
+        if not isinstance(body, dict):
+            return body
+        denied = check_apptoken(body, self._apptoken)
+        if denied:
+            return denied
+        errors = execute_errors(body, self._campaigns)
+        if errors:
+            return 400, errors[0], errors
+        given = body.get("apptoken")
+        masked = _redact(body, [self._apptoken or "", given if isinstance(given, str) else ""])
+        if "apptoken" in masked:
+            masked["apptoken"] = MASK
+        with self._lock:
+            self._accepted.append(masked)
+            if self.log_path is not None:
+                # One JSON line per request, appended and flushed while holding the lock.
+                with self.log_path.open("a", encoding="utf-8") as log:
+                    log.write(json.dumps(masked, ensure_ascii=False) + "\n")
+        return 200, None, None
+
+
+def _wait_forever() -> None:
+    while True:
+        time.sleep(3600)  # time.sleep, unlike a lock wait, is interruptible on every OS
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    apptoken: str | None,
+    campaigns: list[str] | None,
+    log_path: Path | None,
+    echo: Callable[[str], None],
+) -> None:
+    """Run the emulator in the foreground until Ctrl+C (the `xpdeploy emulator` command)."""
+    emulator = Emulator(
+        host, port, apptoken=apptoken, campaigns=campaigns, log_path=log_path, echo=echo
+    ).start()
+    try:
+        echo(f"Xtremepush emulator listening on {emulator.url}")
+        echo(f"  POST {emulator.url}{EXECUTE_PATH}")
+        echo("  apptoken: " + ("checked (the value given)" if apptoken else "not checked"))
+        echo("  campaigns: " + (", ".join(campaigns) if campaigns else "any id"))
+        if log_path is not None:
+            echo(f"  log: {log_path}")
+        echo("Press Ctrl+C to stop.")
+        _wait_forever()
+    except KeyboardInterrupt:
+        echo("Emulator stopped.")
+    finally:
+        emulator.stop()

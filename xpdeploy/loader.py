@@ -1,0 +1,390 @@
+"""YAML files → plain Python documents, with positions found on demand.
+
+Parsing walks libyaml's event stream (ruamel.yaml's C parser) and builds plain
+``dict``/``list``/scalar values directly: no node tree and no position table is
+kept, so a 100,000-recipient spec costs little more than its values. Positions
+are needed only when there is something to report; :class:`Locator` composes the
+file's node tree then, once per file, and walks it.
+
+The event walk is also where hostile input is stopped: unknown tags, alias
+bombs, nesting too deep for the C composer, and non-text files are findings, not
+crashes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import events as ev
+from ruamel.yaml.cyaml import CParser as _Parser
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+from xpdeploy.findings import Finding, finding
+
+MAX_DEPTH = 64  # far beyond any spec; keeps the C composer (recursive) safe
+MAX_ALIAS_NODES = 100_000  # nodes that aliases may add by repetition (billion laughs)
+
+KeyPath = tuple[str | int, ...]
+
+_STD = "tag:yaml.org,2002:"
+_KEY_TAGS = (None, "!", _STD + "str")
+_NULL = re.compile(r"^(?:~|null|Null|NULL)?$")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"^[-+]?(?:[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+class RawStr(str):
+    """A scalar tagged ``!raw``: sent verbatim, never templated."""
+
+    __slots__ = ()
+
+
+@dataclass
+class Document:
+    """One YAML document of a file: its value and where to find its positions."""
+
+    path: str
+    index: int
+    value: Any
+    line: int
+    locator: Locator = field(repr=False, compare=False)
+
+    def mark(self, keypath: KeyPath, *, key: bool = False) -> tuple[int, int]:
+        """1-based (line, column) of the node at ``keypath`` (or of its key)."""
+        return self.locator.mark(self.index, keypath, key=key)
+
+    def at(self, keypath: KeyPath, rule: str, message: str, *, key: bool = False) -> Finding:
+        """A finding positioned at ``keypath`` in this document."""
+        line, column = self.mark(keypath, key=key)
+        return finding(rule, message, self.path, line, column)
+
+
+class _Reject(Exception):
+    """A document feature xpdeploy refuses; becomes a finding."""
+
+    def __init__(self, rule: str, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+        self.line = mark.line + 1 if mark is not None else 1
+        self.column = mark.column + 1 if mark is not None else 1
+
+
+def resolve_scalar(text: str) -> Any:
+    """YAML 1.2 core schema for an untagged plain scalar; timestamps stay text."""
+    if _NULL.match(text):
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT.match(text):
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        if digits.startswith("0o"):
+            return sign * int(digits[2:], 8)
+        if digits.startswith("0x"):
+            return sign * int(digits[2:], 16)
+        return int(text)
+    if _FLOAT.match(text):
+        return float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf"))
+    return text
+
+
+def _tagged(tag: str, text: str, mark: Any) -> Any:
+    """A scalar with an explicit tag: ``!raw`` and the standard scalar tags only."""
+    if tag == "!raw":
+        return RawStr(text)
+    if tag == _STD + "str":
+        return text
+    if tag in (_STD + "int", _STD + "float", _STD + "bool", _STD + "null"):
+        value: Any = resolve_scalar(text)
+        kind = tag[len(_STD) :]
+        expected: dict[str, type | tuple[type, ...]] = {
+            "int": int,
+            "float": (int, float),
+            "bool": bool,
+            "null": type(None),
+        }
+        if isinstance(value, expected[kind]) and not (kind == "int" and isinstance(value, bool)):
+            return float(value) if kind == "float" else value
+        raise _Reject("yaml-syntax", f"{text!r} is not a valid !!{kind}", mark)
+    raise _Reject(
+        "yaml-syntax",
+        f"unsupported tag {_short_tag(tag)}: only !raw and the standard scalar tags are allowed",
+        mark,
+    )
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_STD) :] if tag.startswith(_STD) else tag
+
+
+class _Builder:
+    """Builds one stream's documents from parser events."""
+
+    def __init__(self, parser: Any, path: str) -> None:
+        self.parser = parser
+        self.path = path
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.alias_nodes = 0
+        self.keys: dict[str, str] = {}  # interning: 100k recipients share their param names
+        self.findings: list[Finding] = []
+
+    def documents(self) -> Iterator[tuple[int, Any, int]]:
+        """Yield (index, value, first line) per non-empty document."""
+        parser = self.parser
+        parser.get_event()  # StreamStart
+        index = 0
+        while not isinstance(parser.peek_event(), ev.StreamEndEvent):
+            start = parser.get_event()  # DocumentStart
+            self.anchors.clear()
+            self.alias_nodes = 0
+            if isinstance(parser.peek_event(), ev.DocumentEndEvent):
+                parser.get_event()
+                index += 1
+                continue  # an empty document (a stray '---') is nothing to check
+            value, _ = self._node(0)
+            parser.get_event()  # DocumentEnd
+            yield index, value, start.start_mark.line + 1
+            index += 1
+
+    def _node(self, depth: int) -> tuple[Any, int]:
+        """Construct the next node; returns (value, node count)."""
+        event = self.parser.get_event()
+        if depth > MAX_DEPTH:
+            raise _Reject(
+                "yaml-syntax", f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        if isinstance(event, ev.AliasEvent):
+            return self._alias(event)
+        anchor = event.anchor
+        if isinstance(event, ev.ScalarEvent):
+            built: tuple[Any, int] = (self._scalar(event), 1)
+        elif isinstance(event, ev.MappingStartEvent):
+            self._container_tag(event, "map")
+            built = self._mapping(depth)
+        elif isinstance(event, ev.SequenceStartEvent):
+            self._container_tag(event, "seq")
+            built = self._sequence(depth)
+        else:  # pragma: no cover - libyaml never yields others here
+            raise _Reject("yaml-syntax", f"unexpected {type(event).__name__}", event.start_mark)
+        if anchor is not None:
+            self.anchors[anchor] = built
+        return built
+
+    def _alias(self, event: Any) -> tuple[Any, int]:
+        if event.anchor not in self.anchors:
+            raise _Reject("yaml-syntax", f"alias *{event.anchor} has no anchor", event.start_mark)
+        value, size = self.anchors[event.anchor]
+        self.alias_nodes += size
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise _Reject(
+                "yaml-syntax",
+                f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)",
+                event.start_mark,
+            )
+        return value, size
+
+    @staticmethod
+    def _container_tag(event: Any, kind: str) -> None:
+        tag = event.tag
+        if tag is not None and tag != "!" and tag != _STD + kind:
+            raise _Reject("yaml-syntax", f"unsupported tag {_short_tag(tag)}", event.start_mark)
+
+    @staticmethod
+    def _scalar(event: Any) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            if event.style or not event.implicit[0] or tag == "!":
+                return event.value  # quoted, or '!': a string
+            return resolve_scalar(event.value)
+        return _tagged(tag, event.value, event.start_mark)
+
+    def _mapping(self, depth: int) -> tuple[dict[str, Any], int]:
+        result: dict[str, Any] = {}
+        merges: list[dict[str, Any]] = []
+        size = 1
+        parser = self.parser
+        while not isinstance(parser.peek_event(), ev.MappingEndEvent):
+            key_event = parser.get_event()
+            if not isinstance(key_event, ev.ScalarEvent) or key_event.tag not in _KEY_TAGS:
+                raise _Reject(
+                    "yaml-syntax",
+                    "mapping keys must be untagged scalars (JSON objects have string keys)",
+                    key_event.start_mark,
+                )
+            if key_event.anchor is not None:
+                self.anchors[key_event.anchor] = (key_event.value, 1)
+            # The text as written: `3:` becomes the JSON key "3", as the API expects.
+            key = self.keys.setdefault(key_event.value, key_event.value)
+            if key in result:
+                mark = key_event.start_mark
+                self.findings.append(
+                    finding(
+                        "duplicate-key",
+                        f"key {key!r} appears twice in this mapping; the second one would win"
+                        " silently, so remove one",
+                        self.path,
+                        mark.line + 1,
+                        mark.column + 1,
+                    )
+                )
+            value, count = self._node(depth + 1)
+            size += count + 1
+            if key == "<<" and not key_event.style:
+                merges.extend(self._merge_sources(value, key_event))
+                continue
+            result[key] = value
+        parser.get_event()
+        for source in merges:  # explicit keys win over merged ones, as YAML's merge key says
+            for merged_key, merged_value in source.items():
+                result.setdefault(merged_key, merged_value)
+        return result, size
+
+    @staticmethod
+    def _merge_sources(value: Any, key_event: Any) -> list[dict[str, Any]]:
+        sources = value if isinstance(value, list) else [value]
+        if not all(isinstance(source, dict) for source in sources):
+            raise _Reject(
+                "yaml-syntax", "'<<' merges only mappings (or a list of them)", key_event.start_mark
+            )
+        return sources
+
+    def _sequence(self, depth: int) -> tuple[list[Any], int]:
+        result: list[Any] = []
+        size = 1
+        parser = self.parser
+        while not isinstance(parser.peek_event(), ev.SequenceEndEvent):
+            value, count = self._node(depth + 1)
+            result.append(value)
+            size += count
+        parser.get_event()
+        return result, size
+
+
+@dataclass
+class LoadResult:
+    documents: list[Document]
+    findings: list[Finding]
+
+
+def read_text(path: Path, display: str) -> tuple[str | None, list[Finding]]:
+    """The file's text, or a finding when it is not UTF-8 text."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, [finding("yaml-syntax", f"cannot read file: {exc.strerror}", display)]
+    if b"\x00" in data:
+        return None, [finding("yaml-syntax", "binary file: not YAML text", display)]
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [finding("yaml-syntax", "not UTF-8 text", display, line)]
+
+
+def load_file(path: Path, display: str) -> LoadResult:
+    """Load every document of a YAML file; problems come back as findings."""
+    text, problems = read_text(path, display)
+    if text is None:
+        return LoadResult([], problems)
+    return load_text(text, display)
+
+
+def load_text(text: str, display: str) -> LoadResult:
+    """Load every document of YAML text; a file that fails yields no documents."""
+    locator = Locator(text)
+    builder = _Builder(_Parser(text), display)
+    documents: list[Document] = []
+    try:
+        for index, value, line in builder.documents():
+            documents.append(Document(display, index, value, line, locator))
+    except _Reject as exc:
+        return LoadResult([], [finding(exc.rule, exc.message, display, exc.line, exc.column)])
+    except MarkedYAMLError as exc:
+        return LoadResult([], [_syntax_finding(exc, display)])
+    except YAMLError as exc:  # the reader's errors carry no mark
+        message = str(exc).splitlines()[0] if str(exc) else "not valid YAML"
+        return LoadResult([], [finding("yaml-syntax", message, display)])
+    finally:
+        _dispose(builder.parser)
+    locator.safe = True  # every document parsed within MAX_DEPTH: composing is safe
+    return LoadResult(documents, builder.findings)
+
+
+def _syntax_finding(exc: MarkedYAMLError, display: str) -> Finding:
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or "invalid YAML"
+    if exc.context and exc.context_mark is not None:
+        problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    return finding("yaml-syntax", problem, display, line, column)
+
+
+def _dispose(parser: Any) -> None:
+    dispose = getattr(parser, "dispose", None)
+    if dispose is not None:
+        dispose()
+
+
+class Locator:
+    """Finds the position of a key path by composing the file's nodes, lazily, once."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.safe = False
+        self._roots: list[Any] | None = None
+
+    def _documents(self) -> list[Any]:
+        if self._roots is None:
+            roots: list[Any] = []
+            if self.safe:
+                from ruamel.yaml.resolver import BaseResolver
+
+                class _Composer(_Parser, BaseResolver):
+                    def __init__(self, text: str) -> None:
+                        _Parser.__init__(self, text)
+                        BaseResolver.__init__(self, loadumper=self)
+
+                composer = _Composer(self.text)
+                try:
+                    while composer.check_node():
+                        roots.append(composer.get_node())
+                finally:
+                    _dispose(composer)
+            self._roots = roots
+        return self._roots
+
+    def mark(self, index: int, keypath: KeyPath, *, key: bool = False) -> tuple[int, int]:
+        """1-based position of the deepest node on ``keypath`` that exists."""
+        roots = self._documents()
+        if index >= len(roots):
+            return 1, 1
+        node = roots[index]
+        position = node.start_mark
+        for step in keypath:
+            found = _child(node, step)
+            if found is None:
+                break
+            key_node, node = found
+            position = key_node.start_mark if key and step == keypath[-1] else node.start_mark
+        return position.line + 1, position.column + 1
+
+
+def _child(node: Any, step: str | int) -> tuple[Any, Any] | None:
+    """(key node, value node) of ``step`` under ``node``, or None."""
+    if isinstance(node, MappingNode):
+        for key_node, value_node in reversed(node.value):  # the last duplicate wins, as in load
+            if key_node.value == step:
+                return key_node, value_node
+    elif isinstance(node, SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+        return node.value[step], node.value[step]
+    return None

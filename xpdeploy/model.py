@@ -1,0 +1,163 @@
+"""The execute-campaign request body, the spec file and the project file, described once.
+
+These pydantic models validate rendered bodies on the hot path and are the one
+source of the JSON Schemas in ``schema/`` (see :mod:`xpdeploy.schema`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+TARGET_BY = ("user_id", "id", "external_id", "token", "email")
+MESSAGE_TYPES = ("1", "2", "3", "6", "7", "8", "9")
+RETRY_PERIODS = ("hours", "days", "weeks")
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+
+Flag = Literal[0, 1]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+Identifier = NonEmptyStr | int
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+
+
+class PayloadPair(_Strict):
+    """One extra payload pair, e.g. a deep link opened with the notification."""
+
+    key: NonEmptyStr
+    value: Any
+
+
+class ExecuteBody(_Strict):
+    """An execute-campaign request, less the apptoken (which only CI holds)."""
+
+    id: Identifier = Field(description="The API-triggered campaign to execute.")
+    target: list[Identifier] | None = Field(
+        None, min_length=1, description="Identifiers of the kind target_by names."
+    )
+    target_by: Literal["user_id", "id", "external_id", "token", "email"] | None = Field(
+        None, description="Which identifier target / target_with_params hold; default device id."
+    )
+    target_with_params: dict[str, dict[str, Any]] | None = Field(
+        None, min_length=1, description="Identifier → per-recipient template variables."
+    )
+    params: dict[str, Any] | None = Field(
+        None, description="Template variables for every recipient (external_message_id too)."
+    )
+    time: str | None = Field(
+        None, description="'YYYY-MM-DD HH:MM UTC' or ISO-8601 with offset; sent in UTC."
+    )
+    messages: dict[Literal["1", "2", "3", "6", "7", "8", "9"], dict[str, Any]] | None = Field(
+        None,
+        description="Per-message-type overrides: 1 iOS, 2 Android, 3 web, 6 inbox, 7 email, 8 webhook, 9 SMS.",
+    )
+    payload_add: list[PayloadPair] | None = None
+    retry_for: Annotated[int, Field(ge=1)] | None = None
+    retry_for_period: Literal["hours", "days", "weeks"] | None = None
+    target_existing_only: Flag | None = None
+    # Campaign-model fields an execution may override (reference §2.3).
+    title: str | None = None
+    push_title: str | None = None
+    push_text: str | None = None
+    push_icon: str | None = None
+    push_picture_type: Literal["url"] | None = None
+    push_picture: str | None = None
+    url: str | None = None
+    url_browser: Flag | None = None
+    page: str | None = None
+    android_push: Flag | None = None
+    ios_push: Flag | None = None
+    ios_push_production: Flag | None = None
+    ios_push_sandbox: Flag | None = None
+    encryption: str | int | None = None
+    broadcast: Flag | None = None
+    conditions: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = Field(
+        None, description="Fields the schema does not know yet, passed through unchecked."
+    )
+
+
+EXECUTE_FIELDS = tuple(ExecuteBody.model_fields)
+
+
+class Spec(_Strict):
+    """One campaign execution as kept in git."""
+
+    name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] = Field(
+        description="Unique in the project."
+    )
+    revision: Annotated[int, Field(ge=1)] = Field(
+        1, description="Bump it to send an applied execution again."
+    )
+    description: str | None = None
+    environments: list[NonEmptyStr] | None = Field(
+        None, description="Where this execution applies; default: every environment."
+    )
+    vars: dict[str, Any] | None = Field(None, description="Defaults, lowest precedence.")
+    execute: ExecuteBody
+
+
+class SpecHeader(_Strict):
+    """A spec before rendering: everything but the body, which is checked after."""
+
+    name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+    revision: Annotated[int, Field(ge=1)] = 1
+    description: str | None = None
+    environments: list[NonEmptyStr] | None = None
+    vars: dict[str, Any] | None = None
+    execute: dict[str, Any]
+
+
+class Guards(_Strict):
+    max_targets: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Block any execution with more recipients."
+    )
+    allow_segment_sends: bool = Field(
+        False, description="Allow executions with no target (the campaign's own segment)."
+    )
+
+
+class Environment(_Strict):
+    api_url: str = Field(
+        "https://external-api.xtremepush.com",
+        description="'emulator' for the built-in emulator; US: https://api.us.xtremepush.com",
+    )
+    apptoken_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
+        "XPDEPLOY_APPTOKEN", description="NAME of the environment variable holding the token."
+    )
+    vars_files: list[NonEmptyStr] = Field(default_factory=list)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    state: NonEmptyStr | None = Field(
+        None, description="Ledger path; default .xpdeploy/<environment>.jsonl"
+    )
+    guards: Guards = Field(default_factory=Guards)
+
+
+class EmulatorSettings(_Strict):
+    campaigns: list[Identifier] = Field(
+        default_factory=list, description="Campaign ids the built-in emulator knows; empty: any."
+    )
+
+
+class Review(_Strict):
+    redact: list[NonEmptyStr] = Field(
+        default_factory=list,
+        description="Body paths masked in plan, diff and render output, e.g. params.*",
+    )
+
+
+class ProjectFile(_Strict):
+    """The project file, xpdeploy.yaml."""
+
+    version: Literal[1]
+    campaigns: NonEmptyStr = "campaigns"
+    vars: dict[str, Any] = Field(default_factory=dict)
+    environments: dict[Annotated[str, StringConstraints(pattern=NAME_PATTERN)], Environment] = (
+        Field(min_length=1)
+    )
+    default_environment: str | None = None
+    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
+    review: Review = Field(default_factory=Review)

@@ -1,0 +1,200 @@
+"""Jinja2 inside string scalars, in the sandbox, after YAML parsing.
+
+A template can never change a document's structure: it only ever replaces one
+string value. A string that is exactly one ``{{ expression }}`` yields the
+expression's native value; any other string renders as text. Each distinct
+template string is compiled once per process; strings without ``{{``/``{%``/``{#``
+never reach Jinja at all.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from xpdeploy.loader import RawStr
+
+MAX_RANGE = 100_000  # items one range() may yield
+MAX_ITERATIONS = 1_000_000  # range() items per rendered string, all loops together
+MAX_OUTPUT = 1_000_000  # characters a string or sequence may grow to by * or **
+
+_MARKERS = ("{{", "{%", "{#")
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{|\{%|\{#).)*)\}\}\s*$", re.S)
+
+
+class TemplateProblem(Exception):
+    """A template that cannot render; ``rule`` is the finding's rule id."""
+
+    def __init__(self, rule: str, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+        self.name = name  # the undefined variable, when that is the problem
+
+
+def is_template(value: object) -> bool:
+    """Whether a value is a string Jinja must see."""
+    return (
+        isinstance(value, str)
+        and not isinstance(value, RawStr)
+        and any(marker in value for marker in _MARKERS)
+    )
+
+
+class _Budget:
+    """Counts range() items across one rendering, so nested loops cannot run forever."""
+
+    def __init__(self) -> None:
+        self.used = 0
+
+    def range(self, *args: int) -> Iterator[int]:
+        items = range(*args)
+        if len(items) > MAX_RANGE:
+            raise SecurityError(f"range() of {len(items)} items exceeds the limit of {MAX_RANGE}")
+        for item in items:
+            self.used += 1
+            if self.used > MAX_ITERATIONS:
+                raise SecurityError(f"templates may loop at most {MAX_ITERATIONS} times")
+            yield item
+
+
+def _sized(value: object) -> int:
+    return len(value) if isinstance(value, (str, list, tuple)) else 0
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus limits on arithmetic that can exhaust memory or time."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "**":
+            huge = isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+            if huge and right > 0 and left.bit_length() * right > 100_000:
+                raise SecurityError("power too large")
+            return operator.pow(left, right)
+        for seq, count in ((left, right), (right, left)):
+            if _sized(seq) and isinstance(count, int) and _sized(seq) * count > MAX_OUTPUT:
+                raise SecurityError(f"result longer than {MAX_OUTPUT} items")
+        return operator.mul(left, right)
+
+
+class Renderer:
+    """Renders template strings with one variable set; compiled templates are shared."""
+
+    _env: _Sandbox | None = None
+    _compiled: dict[str, tuple[bool, Any]] = {}  # noqa: RUF012 - a process-wide cache on purpose
+
+    def __init__(self, variables: Mapping[str, Any]) -> None:
+        self.variables = dict(variables)
+
+    @classmethod
+    def env(cls) -> _Sandbox:
+        if cls._env is None:
+            # No loader: {% include %} and {% import %} have nothing to read.
+            cls._env = _Sandbox(
+                undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+            )
+        return cls._env
+
+    @classmethod
+    def compile(cls, source: str) -> tuple[bool, Any]:
+        """(native?, compiled) for a template string; raises TemplateProblem."""
+        cached = cls._compiled.get(source)
+        if cached is None:
+            env = cls.env()
+            match = _SINGLE_EXPRESSION.match(source)
+            try:
+                if match and match.group("expr").strip():
+                    cached = (
+                        True,
+                        env.compile_expression(match.group("expr"), undefined_to_none=False),
+                    )
+                else:
+                    cached = (False, env.from_string(source))
+            except TemplateSyntaxError as exc:
+                raise TemplateProblem(
+                    "template-syntax", f"template syntax error: {exc.message}"
+                ) from None
+            cls._compiled[source] = cached
+        return cached
+
+    def render(self, source: str) -> Any:
+        """The rendered value: native for a single expression, else text."""
+        native, compiled = self.compile(source)
+        budget = _Budget()
+        variables = {**self.variables, "range": budget.range}
+        try:
+            return _plain(compiled(**variables)) if native else compiled.render(**variables)
+        except UndefinedError as exc:
+            raise _undefined(exc) from None
+        except SecurityError as exc:
+            raise TemplateProblem("template-syntax", f"not allowed in a template: {exc}") from None
+        except TemplateSyntaxError as exc:
+            raise TemplateProblem(
+                "template-syntax", f"template syntax error: {exc.message}"
+            ) from None
+        except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
+            raise TemplateProblem("template-syntax", f"template failed: {exc}") from None
+
+    def walk(
+        self,
+        value: Any,
+        on_problem: Callable[[tuple[str | int, ...], TemplateProblem], None],
+        path: tuple[str | int, ...] = (),
+    ) -> Any:
+        """Render every template string in a tree; untouched subtrees are returned as is."""
+        if isinstance(value, str):
+            if isinstance(value, RawStr):
+                return str(value)
+            if not is_template(value):
+                return value
+            try:
+                return self.render(value)
+            except TemplateProblem as problem:
+                on_problem(path, problem)
+                return value
+        if isinstance(value, dict):
+            changed = False
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                rendered = self.walk(item, on_problem, (*path, key))
+                changed = changed or rendered is not item
+                out[key] = rendered
+            return out if changed else value
+        if isinstance(value, list):
+            items = [self.walk(item, on_problem, (*path, i)) for i, item in enumerate(value)]
+            return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        return value
+
+
+def _plain(value: Any) -> Any:
+    """Native results as JSON-ready values (tuples → lists, Undefined refused)."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return str(value)
+
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+_UNDEFINED_ATTR = re.compile(r"has no attribute '([^']+)'$")
+
+
+def _undefined(exc: UndefinedError) -> TemplateProblem:
+    text = exc.message or "undefined variable"
+    match = _UNDEFINED_NAME.match(text) or _UNDEFINED_ATTR.search(text)
+    name = match.group(1) if match else None
+    return TemplateProblem("undefined-variable", text, name)

@@ -1,0 +1,143 @@
+"""Schema validation results as findings: failing paths mapped back to source positions."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from xpdeploy.findings import Finding
+from xpdeploy.loader import Document, KeyPath
+
+APPTOKEN = "apptoken"
+
+# Pydantic error locations name the data path, with union member tags mixed in.
+_KEY_MARKER = "[key]"
+
+
+def dotted(path: KeyPath) -> str:
+    """``execute.messages.3`` / ``target[0]`` as people read a body path."""
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+    return text or "(document)"
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[KeyPath, bool]:
+    """The part of ``loc`` that exists in ``data``, and whether it ends at a key."""
+    path: list[str | int] = []
+    current = data
+    for step in loc:
+        if step == _KEY_MARKER:
+            return tuple(path), True
+        if (isinstance(current, dict) and step in current) or (
+            isinstance(current, list) and isinstance(step, int) and 0 <= step < len(current)
+        ):
+            current = current[step]
+        elif isinstance(current, dict) and isinstance(step, str) and not path:
+            path.append(step)  # a missing top-level field: point at the mapping
+            break
+        else:
+            continue  # a union member tag such as 'str' or 'int'
+        path.append(step)
+    return tuple(path), False
+
+
+def _known_fields(model: type[BaseModel], path: KeyPath) -> list[str]:
+    """Field names of the (nested) model at ``path``, for "did you mean" hints."""
+    current: Any = model
+    for step in path:
+        fields = getattr(current, "model_fields", None)
+        if not fields or step not in fields:
+            return []
+        annotation = fields[step].annotation
+        current = next(
+            (
+                arg
+                for arg in getattr(annotation, "__args__", (annotation,))
+                if hasattr(arg, "model_fields")
+            ),
+            None,
+        )
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def pydantic_findings(
+    exc: ValidationError,
+    document: Document,
+    model: type[BaseModel],
+    base: KeyPath = (),
+    data: Any = None,
+) -> list[Finding]:
+    """One finding per failing data path of a validation error."""
+    data = document.value if data is None else data
+    grouped: dict[tuple[KeyPath, bool, str], list[str]] = {}
+    for error in exc.errors():
+        path, at_key = _data_path(tuple(error["loc"]), data)
+        rule, message = _classify(error, path, at_key, model)
+        grouped.setdefault((path, at_key, rule), [])
+        if message not in grouped[(path, at_key, rule)]:
+            grouped[(path, at_key, rule)].append(message)
+    findings = []
+    for (path, at_key, rule), messages in grouped.items():
+        where = dotted((*base, *path))
+        text = " or ".join(messages) if rule == "schema" else messages[0]
+        findings.append(document.at((*base, *path), rule, f"{where}: {text}", key=at_key))
+    return findings
+
+
+def _classify(error: Any, path: KeyPath, at_key: bool, model: type[BaseModel]) -> tuple[str, str]:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        *parent, name = path
+        known = _known_fields(model, tuple(parent))
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        if not hint and tuple(parent) == () and model.__name__ == "ExecuteBody":
+            hint = "; put fields the schema does not know yet under execute.extra"
+        return "unknown-field", f"unknown field{hint}"
+    if at_key and path and path[-1] == "messages":
+        return "message-type", (
+            f"message type {error['input']!r} is not one of 1 (iOS), 2 (Android), 3 (web push),"
+            " 6 (inbox), 7 (email), 8 (webhook), 9 (SMS)"
+        )
+    if path and path[-1] == "retry_for_period":
+        return "retry-period", "retry_for_period must be one of 'hours', 'days', 'weeks'"
+    message = error["msg"]
+    if kind == "missing":
+        message = f"required field {error['loc'][-1]!r} is missing"
+    return "schema", message
+
+
+def apptoken_findings(document: Document, base: KeyPath = ()) -> list[Finding]:
+    """A key named apptoken anywhere in a document: the token belongs in the environment."""
+    found: list[Finding] = []
+    stack: list[tuple[KeyPath, Any]] = [(base, _at(document.value, base))]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key.lower() == APPTOKEN:
+                    found.append(
+                        document.at(
+                            (*path, key),
+                            "apptoken-in-file",
+                            "never write the apptoken in a file: CI reads it from the environment"
+                            " variable that the environment's apptoken_env names",
+                            key=True,
+                        )
+                    )
+                else:
+                    stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+    return found
+
+
+def _at(value: Any, path: KeyPath) -> Any:
+    for step in path:
+        value = value[step]
+    return value

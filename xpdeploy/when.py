@@ -1,0 +1,49 @@
+"""The ``time`` field: accepted forms, normalisation to the API's format, and "now"."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+
+API_FORMAT = "%Y-%m-%d %H:%M UTC"
+_API_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$")
+_ISO_WITH_OFFSET = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$"
+)
+
+
+class TimeFormatError(ValueError):
+    """A time that is neither the API's format nor ISO-8601 with an offset."""
+
+
+def normalise_time(value: object) -> str:
+    """``YYYY-MM-DD HH:MM UTC`` for an API-format or offset ISO-8601 time."""
+    hint = "use 'YYYY-MM-DD HH:MM UTC' or ISO-8601 with an offset, e.g. 2026-12-01T13:00:00+01:00"
+    if not isinstance(value, str):
+        raise TimeFormatError(f"time must be a string ({hint}), not {type(value).__name__}")
+    text = value.strip()
+    if _API_PATTERN.match(text):
+        try:
+            datetime.strptime(text, API_FORMAT)
+        except ValueError:
+            raise TimeFormatError(f"time {value!r} is not a real date and time") from None
+        return text
+    if not _ISO_WITH_OFFSET.match(text):
+        raise TimeFormatError(f"time {value!r} is not understood: {hint}")
+    iso = text[:-1] + "+00:00" if text.endswith("Z") else text
+    try:
+        parsed = datetime.fromisoformat(iso.replace(" ", "T", 1))
+    except ValueError:
+        raise TimeFormatError(f"time {value!r} is not a real date and time") from None
+    if parsed.second or parsed.microsecond:
+        raise TimeFormatError(f"time {value!r} has seconds; the API schedules to the minute")
+    return parsed.astimezone(timezone.utc).strftime(API_FORMAT)
+
+
+def utcnow() -> datetime:
+    """The current time; ``XPDEPLOY_NOW`` (ISO-8601) pins it for reproducible runs and tests."""
+    pinned = os.environ.get("XPDEPLOY_NOW")
+    if pinned:
+        return datetime.fromisoformat(pinned.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.now(timezone.utc)
