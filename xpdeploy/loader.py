@@ -14,7 +14,7 @@ crashes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,14 @@ def resolve_scalar(text: str) -> Any:
     return text
 
 
+_SCALAR_KINDS: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
 def _tagged(tag: str, text: str, mark: Any) -> Any:
     """A scalar with an explicit tag: ``!raw`` and the standard scalar tags only."""
     if tag == "!raw":
@@ -105,15 +113,9 @@ def _tagged(tag: str, text: str, mark: Any) -> Any:
     if tag == _STD + "str":
         return text
     if tag in (_STD + "int", _STD + "float", _STD + "bool", _STD + "null"):
-        value: Any = resolve_scalar(text)
+        value = resolve_scalar(text)
         kind = tag[len(_STD) :]
-        expected: dict[str, type | tuple[type, ...]] = {
-            "int": int,
-            "float": (int, float),
-            "bool": bool,
-            "null": type(None),
-        }
-        if isinstance(value, expected[kind]) and not (kind == "int" and isinstance(value, bool)):
+        if _SCALAR_KINDS[kind](value):
             return float(value) if kind == "float" else value
         raise _Reject("yaml-syntax", f"{text!r} is not a valid !!{kind}", mark)
     raise _Reject(
