@@ -201,5 +201,5 @@ def init(directory: Path) -> None:
     click.echo("next: xpdeploy lint && xpdeploy plan")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+# The other command groups register themselves on `main` when imported.
+from xpdeploy import cli_deploy, cli_state  # noqa: E402, F401

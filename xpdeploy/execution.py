@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from xpdeploy.model import ExecuteBody, SpecHeader
 from xpdeploy.project import deep_merge, display_path
 from xpdeploy.template import Renderer, TemplateProblem
 from xpdeploy.validation import apptoken_findings, pydantic_findings
-from xpdeploy.when import TimeFormatError, normalise_time
+from xpdeploy.when import TimeFormatError, normalise_time, parse_api_time
 
 _BODY_VALIDATOR = ExecuteBody.model_validate
 
@@ -71,10 +71,7 @@ class Execution:
         return str(self.body.get("time") or "now")
 
     def scheduled_at(self) -> datetime | None:
-        value = self.body.get("time")
-        if not isinstance(value, str):
-            return None
-        return datetime.strptime(value, "%Y-%m-%d %H:%M UTC").replace(tzinfo=timezone.utc)
+        return parse_api_time(self.body.get("time"))
 
 
 def load_specs(

@@ -47,3 +47,10 @@ def utcnow() -> datetime:
     if pinned:
         return datetime.fromisoformat(pinned.replace("Z", "+00:00")).astimezone(timezone.utc)
     return datetime.now(timezone.utc)
+
+
+def parse_api_time(value: object) -> datetime | None:
+    """The moment a normalised ``time`` names; None for "now" (no time)."""
+    if not isinstance(value, str):
+        return None
+    return datetime.strptime(value, API_FORMAT).replace(tzinfo=timezone.utc)

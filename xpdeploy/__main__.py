@@ -1,0 +1,5 @@
+"""``python -m xpdeploy``."""
+
+from xpdeploy.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""The exactly-once send loop (SPEC §7).
+
+For each send: ``pending`` is on disk (fsync'd) before the request leaves, and the
+outcome is recorded as soon as it is known. Sends run ``parallelism`` at a time;
+each batch of pendings and each batch of outcomes costs one fsync, and no more
+than ``parallelism`` executions are ever pending at once, so a kill at any point
+leaves at most those few for ``state resolve``. Nothing is retried here: the
+client retries only what provably never reached the API.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from xpdeploy.client import Outcome
+from xpdeploy.ledger import Event, EventKind, Ledger, LedgerState, utc_now
+from xpdeploy.plan import Action, Plan, PlannedAction
+
+Sender = Callable[[dict[str, Any]], Outcome]
+
+_KIND = {"applied": EventKind.APPLIED, "failed": EventKind.FAILED, "unknown": EventKind.UNKNOWN}
+
+
+@dataclass
+class ApplyResult:
+    """What an apply did: outcomes per send, and what it left alone and why."""
+
+    plan: Plan
+    outcomes: list[tuple[PlannedAction, Outcome]] = field(default_factory=list)
+    not_started: list[PlannedAction] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for _, outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def ok(self) -> bool:
+        """Everything planned was sent, and nothing needs a person."""
+        troubled = self.plan.of(Action.BLOCKED, Action.UNRESOLVED)
+        return not troubled and not self.not_started and self.count("applied") == len(self.outcomes)
+
+
+def _pending(action: PlannedAction) -> Event:
+    return Event(
+        EventKind.PENDING,
+        action.name,
+        revision=action.revision,
+        body_sha256=action.body_sha256,
+        campaign_id=action.campaign_id,
+        audience=action.audience,
+    )
+
+
+def _outcome_event(action: PlannedAction, outcome: Outcome) -> Event:
+    now = utc_now()
+    return Event(
+        _KIND[outcome.status],
+        action.name,
+        response=outcome.response,
+        message=outcome.message,
+        sent_at=now if outcome.status == "applied" else None,
+        at=now,
+    )
+
+
+def send_all(
+    ledger: Ledger,
+    plan: Plan,
+    sender: Sender,
+    *,
+    parallelism: int = 4,
+    on_outcome: Callable[[PlannedAction, Outcome], None] = lambda a, o: None,
+    stop: threading.Event | None = None,
+) -> ApplyResult:
+    """Send every ``send`` action of ``plan``; the caller holds the ledger's lock."""
+    stop = stop or threading.Event()
+    result = ApplyResult(plan)
+    queue = deque(plan.of(Action.SEND))
+    in_flight: dict[Future[Outcome], PlannedAction] = {}
+    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="send") as pool:
+        try:
+            while queue or in_flight:
+                free = parallelism - len(in_flight)
+                if queue and free > 0 and not stop.is_set():
+                    batch = [queue.popleft() for _ in range(min(free, len(queue)))]
+                    ledger.append([_pending(action) for action in batch])  # durable first
+                    for action in batch:
+                        assert action.body is not None
+                        in_flight[pool.submit(sender, action.body)] = action
+                if not in_flight:
+                    break  # stopped before anything else was started
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                finished = [(in_flight.pop(future), _result(future)) for future in done]
+                ledger.append([_outcome_event(a, o) for a, o in finished])
+                for action, outcome in finished:
+                    result.outcomes.append((action, outcome))
+                    on_outcome(action, outcome)
+        finally:
+            result.not_started.extend(queue)
+    return result
+
+
+def _result(future: Future[Outcome]) -> Outcome:
+    """A crash inside the sender is an unknown outcome: the request may have gone out."""
+    try:
+        return future.result()
+    except Exception as exc:
+        return Outcome(
+            "unknown", None, None, f"internal error while sending: {type(exc).__name__}", 1
+        )
+
+
+def check_fresh(state: LedgerState, plan: Plan) -> str | None:
+    """Why a saved plan no longer fits the ledger, or None when it does."""
+    if state.lineage != plan.lineage:
+        return (
+            f"the ledger's lineage is {state.lineage or 'empty'} but the plan was made against"
+            f" {plan.lineage or 'an empty ledger'}"
+        )
+    if state.serial != plan.serial:
+        return (
+            f"the ledger moved from serial {plan.serial} to {state.serial} since the plan was"
+            " made (another apply ran, or this plan was applied already)"
+        )
+    return None

@@ -1,0 +1,203 @@
+"""Commands that read the ledger or send: plan, apply, emulator (registered on ``main``)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from xpdeploy.cli import PLAN_FORMATS, common, main
+from xpdeploy.errors import ExitCode, UserError
+
+if TYPE_CHECKING:
+    from xpdeploy.client import Outcome
+    from xpdeploy.plan import Plan, PlannedAction
+    from xpdeploy.session import Session
+
+
+def _ttl(value: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        amount, unit = float(value[:-1]), value[-1]
+        if unit not in units or amount <= 0:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{value!r}: use a number and a unit, e.g. 30m, 24h, 2d") from None
+    return timedelta(seconds=amount * units[unit])
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Save the plan for `apply PLANFILE`.",
+)
+@click.option("--ttl", default="24h", show_default=True, help="How long a saved plan stays valid.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when something would be sent.")
+@common
+def plan(
+    session: Session,
+    names: tuple[str, ...],
+    fmt: str,
+    out: Path | None,
+    ttl: str,
+    detailed_exitcode: bool,
+) -> None:
+    """Compare the rendered executions with the ledger: what apply would send."""
+    from xpdeploy.planfile import git_commit, write_planfile
+    from xpdeploy.report.plan import REPORTERS
+    from xpdeploy.runner import build_plan, ledger_for
+
+    lifetime = _ttl(ttl)
+    the_plan = build_plan(session, ledger_for(session).read(), names)
+    artifact = f"xpdeploy-plan-{the_plan.environment}"
+    REPORTERS.get(fmt)(sys.stdout, session.project.config.review.redact, artifact).emit(the_plan)
+    if out is not None:
+        write_planfile(out, the_plan, session.now, lifetime, git_commit(session.project.root))
+        click.echo(f"Saved the plan to {out}; apply it with: xpdeploy apply {out}", err=True)
+    if detailed_exitcode and the_plan.has_sends:
+        sys.exit(ExitCode.CHANGES)
+
+
+@main.command()
+@click.argument("args", nargs=-1, metavar="[PLANFILE] [NAMES]...")
+@click.option("--auto-approve", is_flag=True, help="Send without asking (for CI).")
+@click.option("--parallelism", type=click.IntRange(1, 64), default=4, show_default=True)
+@common
+def apply(session: Session, args: tuple[str, ...], auto_approve: bool, parallelism: int) -> None:
+    """Send what the plan says to send, each execution exactly once."""
+    from xpdeploy.runner import apply as run_apply
+    from xpdeploy.runner import load_saved
+
+    saved = None
+    names = list(args)
+    if names and (names[0].endswith(".json") or Path(names[0]).is_file()):
+        saved = load_saved(Path(names.pop(0)), session)
+    stop = threading.Event()
+    _on_signals(stop)
+    result = run_apply(
+        session,
+        saved=saved,
+        names=names,
+        parallelism=parallelism,
+        show_plan=_show_plan(session),
+        confirm=lambda p: auto_approve or _confirm(p),
+        on_outcome=_progress,
+        stop=stop,
+    )
+    if result is None:
+        click.echo("Apply cancelled: nothing was sent.", err=True)
+        sys.exit(ExitCode.ERROR)
+    if stop.is_set() and result.not_started:
+        click.secho(
+            f"Stopped by a signal: {len(result.not_started)} not started.", fg="yellow", err=True
+        )
+    sends = len(result.outcomes)
+    click.echo(
+        f"\nApply: {result.count('applied')} sent, {result.count('failed')} failed,"
+        f" {result.count('unknown')} unknown, {len(result.plan.of(_action('blocked')))} blocked,"
+        f" {len(result.plan.of(_action('unresolved')))} unresolved"
+        + (f" ({sends} attempted)." if sends else ".")
+    )
+    sys.exit(ExitCode.OK if result.ok else ExitCode.ERROR)
+
+
+def _action(name: str) -> Any:
+    from xpdeploy.plan import Action
+
+    return Action(name)
+
+
+def _show_plan(session: Session) -> Any:
+    from xpdeploy.report.plan import TextPlan
+
+    def show(the_plan: Plan) -> None:
+        TextPlan(sys.stdout, session.project.config.review.redact).emit(the_plan)
+        sys.stdout.flush()
+
+    return show
+
+
+def _confirm(the_plan: Plan) -> bool:
+    if not sys.stdin.isatty():
+        raise UserError("apply needs --auto-approve when standard input is not a terminal")
+    count = len(the_plan.of(_action("send")))
+    answer = click.prompt(
+        f"\nSend {count} execution(s) to environment {the_plan.environment!r}? Only 'yes' sends",
+        default="",
+        show_default=False,
+    )
+    return bool(answer.strip() == "yes")
+
+
+def _progress(action: PlannedAction, outcome: Outcome) -> None:
+    signs = {
+        "applied": ("sent", "green"),
+        "failed": ("failed", "red"),
+        "unknown": ("UNKNOWN", "magenta"),
+    }
+    word, colour = signs[outcome.status]
+    click.echo(
+        click.style(f"  {action.name}: {word}", fg=colour) + f" ({outcome.message})",
+        color=None,
+    )
+
+
+def _on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT stop new sends; those in flight finish and are recorded."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.secho(
+            "Stopping after the sends in flight (signal again to abort).", fg="yellow", err=True
+        )
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8787, show_default=True)
+@click.option(
+    "--apptoken", envvar="XPDEPLOY_EMULATOR_APPTOKEN", help="Require this token (default: any)."
+)
+@click.option(
+    "--campaign",
+    "campaigns",
+    multiple=True,
+    help="A campaign id it knows (repeatable; default: any).",
+)
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Append accepted requests as JSON lines.",
+)
+def emulator(
+    host: str, port: int, apptoken: str | None, campaigns: tuple[str, ...], log_path: Path | None
+) -> None:
+    """Run the local Xtremepush emulator (execute/campaign and info/campaign)."""
+    from xpdeploy.emulator import serve
+
+    serve(
+        host,
+        port,
+        apptoken=apptoken,
+        campaigns=list(campaigns) or None,
+        log_path=log_path,
+        echo=click.echo,
+    )

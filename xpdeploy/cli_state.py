@@ -1,0 +1,162 @@
+"""``xpdeploy state``: read and repair the ledger (registered on ``main``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from xpdeploy.cli import common, main
+from xpdeploy.errors import UserError
+
+if TYPE_CHECKING:
+    from xpdeploy.ledger import LedgerState, Record
+    from xpdeploy.session import Session
+
+FORMAT_VERSION = 1
+_format = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+@main.group()
+def state() -> None:
+    """Read and repair the state ledger of an environment."""
+
+
+def _emit(
+    session: Session, current: LedgerState, records: list[Record], fmt: str, detail: bool
+) -> None:
+    if fmt == "json":
+        document = {
+            "format_version": FORMAT_VERSION,
+            "environment": current.environment,
+            "lineage": current.lineage,
+            "serial": current.serial,
+            "executions": [r.as_dict() for r in records],
+        }
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    from xpdeploy.runner import ledger_for
+
+    location = ledger_for(session).location
+    click.echo(f"environment {current.environment!r}: {location} (serial {current.serial})")
+    if not records:
+        click.echo("  (no executions recorded)")
+    width = max((len(r.name) for r in records), default=0)
+    for r in records:
+        when = r.sent_at or r.updated_at
+        click.echo(f"  {r.name.ljust(width)}  {r.status.value:<8} revision {r.revision}  {when}")
+        if detail:
+            click.echo(f"    body_sha256  {r.body_sha256}")
+            click.echo(f"    campaign_id  {r.campaign_id}   audience {r.audience}")
+            if r.message:
+                click.echo(f"    message      {r.message}")
+            if r.response is not None:
+                click.echo(f"    response     {json.dumps(r.response, ensure_ascii=False)}")
+
+
+def _read(session: Session) -> LedgerState:
+    from xpdeploy.runner import ledger_for
+
+    return ledger_for(session).read()
+
+
+@state.command("list")
+@_format
+@common
+def list_(session: Session, fmt: str) -> None:
+    """Every execution in the ledger (works while an apply runs)."""
+    current = _read(session)
+    _emit(session, current, sorted(current.records.values(), key=lambda r: r.name), fmt, False)
+
+
+@state.command()
+@click.argument("name")
+@_format
+@common
+def show(session: Session, name: str, fmt: str) -> None:
+    """One execution's record, with the API's response."""
+    current = _read(session)
+    if name not in current.records:
+        raise UserError(f"{name!r} is not in the ledger of environment {current.environment!r}")
+    _emit(session, current, [current.records[name]], fmt, True)
+
+
+def _locked(session: Session, change: Callable[[LedgerState], Any]) -> None:
+    from xpdeploy.ledger import LockInfo
+    from xpdeploy.runner import ledger_for
+
+    ledger = ledger_for(session)
+    with ledger.lock(LockInfo.current(" ".join(["xpdeploy", *sys.argv[1:3]]))):
+        events = change(ledger.read())
+        ledger.append(events)
+
+
+@state.command()
+@click.argument("name")
+@click.option("--sent", "verdict", flag_value="sent", help="It did go out: record it as applied.")
+@click.option(
+    "--not-sent", "verdict", flag_value="not-sent", help="It did not: the next apply sends it."
+)
+@common
+def resolve(session: Session, name: str, verdict: str | None) -> None:
+    """Settle a pending or unknown execution after checking what really happened."""
+    from xpdeploy.ledger import Event, EventKind, Status
+
+    if verdict is None:
+        raise UserError("say what happened: --sent or --not-sent")
+
+    def change(current: LedgerState) -> list[Event]:
+        record = current.records.get(name)
+        if record is None:
+            raise UserError(f"{name!r} is not in the ledger of environment {current.environment!r}")
+        if record.status not in (Status.PENDING, Status.UNKNOWN):
+            raise UserError(
+                f"{name!r} is {record.status.value}, not pending or unknown: nothing to resolve"
+            )
+        kind = EventKind.RESOLVED_SENT if verdict == "sent" else EventKind.RESOLVED_NOT_SENT
+        return [Event(kind, name, message=f"resolved by hand: {verdict}")]
+
+    _locked(session, change)
+    then = "it will not be sent again" if verdict == "sent" else "the next apply sends it"
+    click.echo(f"{name}: recorded as {verdict}; {then}.")
+
+
+@state.command()
+@click.argument("name")
+@common
+def forget(session: Session, name: str) -> None:
+    """Remove an execution from the ledger (a later apply may send it again)."""
+    from xpdeploy.ledger import Event, EventKind
+
+    def change(current: LedgerState) -> list[Event]:
+        if name not in current.records:
+            raise UserError(f"{name!r} is not in the ledger of environment {current.environment!r}")
+        return [Event(EventKind.FORGOTTEN, name, message="forgotten by hand")]
+
+    _locked(session, change)
+    click.echo(f"{name}: forgotten. If its spec still exists, the next plan will send it again.")
+
+
+@state.command()
+@common
+def unlock(session: Session) -> None:
+    """Clear a stuck apply lock (file locks end with their process)."""
+    from xpdeploy.runner import ledger_for
+
+    click.echo(ledger_for(session).unlock())
+
+
+@state.command()
+@common
+def compact(session: Session) -> None:
+    """Rewrite the journal as one event per execution (atomically)."""
+    from xpdeploy.runner import ledger_for
+
+    ledger = ledger_for(session)
+    ledger.compact()
+    click.echo(f"compacted {ledger.location}")

@@ -1,0 +1,217 @@
+"""Rendered executions × the ledger → one action per execution (SPEC §6)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from xpdeploy.execution import Execution
+from xpdeploy.ledger import LedgerState, Record, Status
+from xpdeploy.model import Environment
+from xpdeploy.when import parse_api_time
+
+
+class Action(str, Enum):
+    SEND = "send"
+    UNCHANGED = "unchanged"
+    DRIFTED = "drifted"
+    BLOCKED = "blocked"
+    UNRESOLVED = "unresolved"
+    RETIRED = "retired"
+
+    @property
+    def sign(self) -> str:
+        return _SIGNS[self]
+
+
+_SIGNS = {
+    Action.SEND: "+",
+    Action.UNCHANGED: "=",
+    Action.DRIFTED: "!",
+    Action.BLOCKED: "x",
+    Action.UNRESOLVED: "?",
+    Action.RETIRED: "-",
+}
+
+# Order of attention: what will happen first, what needs a person next.
+ATTENTION = [
+    Action.SEND,
+    Action.BLOCKED,
+    Action.UNRESOLVED,
+    Action.DRIFTED,
+    Action.RETIRED,
+    Action.UNCHANGED,
+]
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """What apply will do with one execution, and why."""
+
+    name: str
+    action: Action
+    revision: int
+    reason: str
+    body: dict[str, Any] | None = None
+    body_sha256: str | None = None
+    campaign_id: Any = None
+    audience: int | None = None
+    schedule: str | None = None
+    path: str | None = None
+    line: int | None = None
+    applied_sha256: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "action": self.action.value,
+            "revision": self.revision,
+            "body_sha256": self.body_sha256,
+            "body": self.body,
+            "reason": self.reason,
+            "campaign_id": self.campaign_id,
+            "audience": self.audience,
+            "schedule": self.schedule,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The actions for one environment against one ledger state."""
+
+    environment: str
+    lineage: str | None
+    serial: int
+    actions: list[PlannedAction] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(a.action for a in self.actions)
+        return {action.value: counts[action] for action in Action}
+
+    def of(self, *actions: Action) -> list[PlannedAction]:
+        return [a for a in self.actions if a.action in actions]
+
+    @property
+    def has_sends(self) -> bool:
+        return any(a.action is Action.SEND for a in self.actions)
+
+
+def _from_execution(
+    ex: Execution, action: Action, reason: str, record: Record | None
+) -> PlannedAction:
+    return PlannedAction(
+        name=ex.name,
+        action=action,
+        revision=ex.revision,
+        reason=reason,
+        body=ex.body,
+        body_sha256=ex.sha256,
+        campaign_id=ex.campaign_id,
+        audience=ex.audience,
+        schedule=ex.schedule,
+        path=ex.path,
+        line=ex.line,
+        applied_sha256=record.body_sha256 if record else None,
+    )
+
+
+def decide(ex: Execution, record: Record | None) -> tuple[Action, str]:
+    """The action for one execution given its ledger record."""
+    if record is None:
+        return Action.SEND, "new: not in the ledger"
+    if record.status in (Status.PENDING, Status.UNKNOWN):
+        return Action.UNRESOLVED, (
+            f"revision {record.revision} is {record.status.value} after an interrupted or"
+            " ambiguous send: check whether it went out, then run"
+            f" `xpdeploy state resolve {ex.name} --sent` or `--not-sent`"
+        )
+    if record.status is Status.FAILED:
+        if ex.revision < record.revision:
+            return (
+                Action.DRIFTED,
+                f"revision {ex.revision} is lower than the ledger's {record.revision}",
+            )
+        why = f": {record.message}" if record.message else ""
+        return (
+            Action.SEND,
+            f"revision {record.revision} was rejected by the API{why}; sending again",
+        )
+    if ex.revision > record.revision:
+        return Action.SEND, f"revision bumped from {record.revision} to {ex.revision}"
+    if ex.sha256 == record.body_sha256:
+        return Action.UNCHANGED, f"applied at revision {record.revision}"
+    if ex.revision < record.revision:
+        return Action.DRIFTED, (
+            f"revision {ex.revision} is lower than the applied revision {record.revision}"
+        )
+    return Action.DRIFTED, (
+        f"the body changed since revision {record.revision} was applied: nothing is sent;"
+        f" bump revision to {record.revision + 1} to send it again"
+    )
+
+
+def guard(
+    action: PlannedAction, env: Environment, now: datetime, *, token_missing: str | None = None
+) -> PlannedAction:
+    """A send that a check stops becomes blocked, with the reason."""
+    if action.action is not Action.SEND:
+        return action
+    problems = []
+    if action.body is not None:
+        scheduled = parse_api_time(action.body.get("time"))
+        if scheduled is not None and scheduled < now:
+            problems.append(f"time {action.body['time']} is in the past")
+    limit = env.guards.max_targets
+    if limit is not None and action.audience is not None and action.audience > limit:
+        problems.append(f"{action.audience} recipients exceed guards.max_targets ({limit})")
+    if token_missing:
+        problems.append(f"no apptoken: the environment variable {token_missing} is not set")
+    if not problems:
+        return action
+    return replace(action, action=Action.BLOCKED, reason="; ".join(problems))
+
+
+def make_plan(
+    environment: str,
+    env: Environment,
+    executions: Sequence[Execution],
+    state: LedgerState,
+    now: datetime,
+    *,
+    known_names: Iterable[str] = (),
+    token_missing: str | None = None,
+) -> Plan:
+    """One action per execution, plus `retired` for ledger entries whose spec is gone."""
+    actions = []
+    for ex in executions:
+        record = state.records.get(ex.name)
+        action, reason = decide(ex, record)
+        planned = _from_execution(ex, action, reason, record)
+        actions.append(guard(planned, env, now, token_missing=token_missing))
+    present = {ex.name for ex in executions}
+    for name, record in sorted(state.records.items()):
+        if name in present:
+            continue
+        where = (
+            "no longer applies to this environment"
+            if name in set(known_names)
+            else "its spec is gone"
+        )
+        actions.append(
+            PlannedAction(
+                name=name,
+                action=Action.RETIRED,
+                revision=record.revision,
+                reason=f"{where}; revision {record.revision} stays {record.status.value} in the ledger"
+                " (a sent message cannot be unsent)",
+                body_sha256=record.body_sha256,
+                campaign_id=record.campaign_id,
+                audience=record.audience,
+            )
+        )
+    actions.sort(key=lambda a: (ATTENTION.index(a.action), a.name))
+    return Plan(environment, state.lineage, state.serial, actions)

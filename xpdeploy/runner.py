@@ -1,0 +1,142 @@
+"""Plan and apply for one environment: ledger, token, sender and guards put together."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from xpdeploy.apply import ApplyResult, Sender, check_fresh, send_all
+from xpdeploy.errors import UserError
+from xpdeploy.ledger import Ledger, LedgerState, LockInfo, open_ledger
+from xpdeploy.plan import Action, Plan, guard, make_plan
+from xpdeploy.planfile import SavedPlan, read_planfile
+from xpdeploy.session import Session
+
+EMULATOR_TOKEN = "local-emulator"  # the in-process emulator accepts any token  # noqa: S105
+
+
+def ledger_for(session: Session, environment: str | None = None) -> Ledger:
+    env = environment or session.env_name
+    return open_ledger(session.project.state_path(env), env)
+
+
+def build_plan(
+    session: Session,
+    state: LedgerState,
+    names: Sequence[str] = (),
+    *,
+    token_missing: str | None = None,
+) -> Plan:
+    """The plan of the session's environment against ``state``."""
+    executions, result = session.executions(names)
+    env = session.env_name
+    plan = make_plan(
+        env,
+        session.project.environment(env),
+        executions,
+        state,
+        session.now,
+        known_names={s.name for s in result.sources},
+        token_missing=token_missing,
+    )
+    return only(plan, names)
+
+
+def only(plan: Plan, names: Sequence[str]) -> Plan:
+    """The plan limited to ``names`` (all of it when none are given)."""
+    if not names:
+        return plan
+    wanted = set(names)
+    return replace(plan, actions=[a for a in plan.actions if a.name in wanted])
+
+
+def missing_token(session: Session, environment: str) -> str | None:
+    """The variable that should hold the token, when it is empty; None for the emulator."""
+    if session.project.uses_emulator(environment):
+        return None
+    variable = session.project.environment(environment).apptoken_env
+    return None if os.environ.get(variable) else variable
+
+
+@contextmanager
+def open_sender(session: Session, environment: str) -> Iterator[Sender]:
+    """A function that sends one body; starts the built-in emulator when configured."""
+    from xpdeploy.client import ExecuteClient
+
+    project = session.project
+    if project.uses_emulator(environment):
+        from xpdeploy.emulator import Emulator
+
+        emulator = Emulator(campaigns=project.config.emulator.campaigns or None)
+        with emulator, ExecuteClient(emulator.start().url, EMULATOR_TOKEN) as client:
+            yield client.execute
+        return
+    variable = project.environment(environment).apptoken_env
+    token = os.environ.get(variable, "")
+    if not token:  # guards block sends first; this is the last line of defence
+        raise UserError(f"no apptoken: the environment variable {variable} is not set")
+    with ExecuteClient(project.api_url(environment), token) as client:
+        yield client.execute
+
+
+def load_saved(path: Path, session: Session) -> SavedPlan:
+    """A saved plan that is for this environment and not expired."""
+    saved = read_planfile(path)
+    if session.environment and session.environment != saved.plan.environment:
+        raise UserError(
+            f"the plan is for environment {saved.plan.environment!r}, not {session.environment!r}",
+            path=str(path),
+        )
+    if session.now >= saved.expires_at:
+        raise UserError(
+            f"the plan expired at {saved.expires_at.isoformat()}: nothing was sent; plan again",
+            path=str(path),
+        )
+    return saved
+
+
+def apply(
+    session: Session,
+    *,
+    saved: SavedPlan | None,
+    names: Sequence[str],
+    parallelism: int,
+    show_plan: Callable[[Plan], None],
+    confirm: Callable[[Plan], bool],
+    on_outcome: Callable[..., None],
+    stop: threading.Event,
+) -> ApplyResult | None:
+    """Lock, (re)check the plan against the ledger, confirm, send. None when declined."""
+    environment = saved.plan.environment if saved else session.env_name
+    session.environment = environment
+    token_missing = missing_token(session, environment)
+    env = session.project.environment(environment)
+    if saved is None:
+        session.executions(names)  # lint errors stop apply before the lock is taken
+    ledger = ledger_for(session, environment)
+    with ledger.lock(LockInfo.current("xpdeploy apply")):
+        state = ledger.read()
+        if saved is not None:
+            stale = check_fresh(state, saved.plan)
+            if stale:
+                raise UserError(f"stale plan: {stale}; nothing was sent; plan again")
+            # Time moves on between plan and apply, and the token is only known now.
+            checked = [
+                guard(a, env, session.now, token_missing=token_missing) for a in saved.plan.actions
+            ]
+            plan = only(replace(saved.plan, actions=checked), names)
+        else:
+            plan = build_plan(session, state, names, token_missing=token_missing)
+        show_plan(plan)
+        if not plan.of(Action.SEND):
+            return ApplyResult(plan)
+        if not confirm(plan):
+            return None
+        with open_sender(session, environment) as sender:
+            return send_all(
+                ledger, plan, sender, parallelism=parallelism, on_outcome=on_outcome, stop=stop
+            )
