@@ -201,3 +201,25 @@ def emulator(
         log_path=log_path,
         echo=click.echo,
     )
+
+
+@main.command()
+@click.option(
+    "--base", required=True, metavar="GIT_REF", help="Compare with the project at this ref."
+)
+@click.option(
+    "--all-envs", is_flag=True, help="Every environment (the default unless -e is given)."
+)
+@click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when any request body differs.")
+@common
+def diff(session: Session, base: str, all_envs: bool, fmt: str, detailed_exitcode: bool) -> None:
+    """Show each execution whose request body differs from the one at GIT_REF."""
+    from xpdeploy.diff import compare
+    from xpdeploy.report.diff import REPORTERS
+
+    envs = None if all_envs or not session.environment else [session.env_name]
+    result = compare(session, base, envs)
+    REPORTERS.get(fmt)(sys.stdout).emit(result)
+    if detailed_exitcode and result.changes:
+        sys.exit(ExitCode.CHANGES)
