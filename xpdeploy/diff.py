@@ -58,7 +58,12 @@ def _git(args: Sequence[str], cwd: Path) -> bytes:
 def checkout(root: Path, ref: str) -> Iterator[Path]:
     """The repository's tree at ``ref`` in a temporary folder; the work tree and index untouched."""
     top = Path(_git(["rev-parse", "--show-toplevel"], root).decode().strip())
-    _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top)
+    try:
+        _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top)
+    except UserError:
+        raise UserError(
+            f"unknown git ref {ref!r} (in CI, check out with fetch-depth: 0 so the base branch exists)"
+        ) from None
     archive = _git(["archive", "--format=tar", ref], top)
     with tempfile.TemporaryDirectory(prefix="xpdeploy-base-") as folder:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
