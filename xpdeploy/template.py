@@ -12,10 +12,11 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from xpdeploy.loader import RawStr
@@ -85,14 +86,73 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return operator.mul(left, right)
 
 
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_LOOKUP = re.compile(rf"^\s*({_NAME}(?:\.{_NAME})*)\s*$")
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
+_CONSTANTS = frozenset({"true", "false", "none", "True", "False", "None"})
+_PLAIN_TYPES = (str, int, float, bool, type(None), list, dict)
+
+# A compiled template string: literal text and variable paths (the fast path, for
+# `{{ name.key }}` placeholders only), a native expression, or a text template.
+Lookups = tuple[tuple[str, ...] | str, ...]
+Compiled = tuple[Literal["lookups", "native", "text"], Any]
+
+
+def _lookups(source: str) -> Lookups | None:
+    """Literal text and ``{{ a.b }}`` paths, when that is all the template is."""
+    if "{%" in source or "{#" in source:
+        return None
+    parts: list[tuple[str, ...] | str] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(source):
+        path = _LOOKUP.match(match.group(1))
+        if path is None or path.group(1).split(".")[0] in _CONSTANTS:
+            return None
+        parts += [source[position : match.start()], tuple(path.group(1).split("."))]
+        position = match.end()
+    tail = source[position:]
+    if "{{" in tail:
+        return None
+    parts.append(tail)
+    return tuple(parts)
+
+
+def _resolve(variables: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """A path's value as Jinja would give it, or KeyError to let Jinja decide."""
+    value: Any = variables[path[0]]
+    for key in path[1:]:
+        # Jinja tries attributes before items: dict.items etc. are for Jinja to resolve.
+        if not isinstance(value, dict) or hasattr(dict, key):
+            raise KeyError(key)
+        value = value[key]
+    if not isinstance(value, _PLAIN_TYPES):
+        raise KeyError(path[0])
+    return value
+
+
+def _native_template(env: _Sandbox, expression: str) -> Any:
+    """A template that stores the expression's value as ``result`` (as Jinja's own does)."""
+    parser = Parser(env, expression, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
+    expr.set_environment(env)
+    body = nodes.Template([nodes.Assign(nodes.Name("result", "store"), expr)], lineno=1)
+    return env.from_string(body)
+
+
 class Renderer:
-    """Renders template strings with one variable set; compiled templates are shared."""
+    """Renders template strings with one variable set; compiled templates are shared.
+
+    One Renderer serves one execution: its loop budget covers all of its strings.
+    """
 
     _env: _Sandbox | None = None
-    _compiled: dict[str, tuple[bool, Any]] = {}  # noqa: RUF012 - a process-wide cache on purpose
+    _compiled: dict[str, Compiled] = {}  # noqa: RUF012 - a process-wide cache on purpose
 
     def __init__(self, variables: Mapping[str, Any]) -> None:
         self.variables = dict(variables)
+        self._context: dict[str, Any] | None = None
 
     @classmethod
     def env(cls) -> _Sandbox:
@@ -104,34 +164,60 @@ class Renderer:
         return cls._env
 
     @classmethod
-    def compile(cls, source: str) -> tuple[bool, Any]:
-        """(native?, compiled) for a template string; raises TemplateProblem."""
-        cached = cls._compiled.get(source)
-        if cached is None:
+    def compile(cls, source: str, *, fast: bool = True) -> Compiled:
+        """The compiled form of a template string; raises TemplateProblem."""
+        found = cls._compiled.get(source) if fast else None
+        if found is not None:
+            return found
+        cached: Compiled
+        lookups = _lookups(source) if fast else None
+        if lookups is not None:
+            cached = ("lookups", lookups)
+        else:
             env = cls.env()
             match = _SINGLE_EXPRESSION.match(source)
             try:
                 if match and match.group("expr").strip():
-                    cached = (
-                        True,
-                        env.compile_expression(match.group("expr"), undefined_to_none=False),
-                    )
+                    cached = ("native", _native_template(env, match.group("expr")))
                 else:
-                    cached = (False, env.from_string(source))
+                    cached = ("text", env.from_string(source))
             except TemplateSyntaxError as exc:
                 raise TemplateProblem(
                     "template-syntax", f"template syntax error: {exc.message}"
                 ) from None
+        if fast:
             cls._compiled[source] = cached
         return cached
 
+    def _jinja_context(self) -> dict[str, Any]:
+        if self._context is None:
+            budget = _Budget()
+            self._context = {**self.env().globals, **self.variables, "range": budget.range}
+        return self._context
+
     def render(self, source: str) -> Any:
         """The rendered value: native for a single expression, else text."""
-        native, compiled = self.compile(source)
-        budget = _Budget()
-        variables = {**self.variables, "range": budget.range}
+        kind, compiled = self.compile(source)
+        if kind == "lookups":
+            try:
+                values = [
+                    part if isinstance(part, str) else _resolve(self.variables, part)
+                    for part in compiled
+                ]
+            except KeyError:  # not plain data: Jinja gives the exact value or error
+                kind, compiled = self.compile(source, fast=False)
+            else:
+                if len(values) == 3 and not values[0].strip() and not values[2].strip():
+                    return _plain(values[1])
+                return "".join(v if isinstance(v, str) else str(v) for v in values)
         try:
-            return _plain(compiled(**variables)) if native else compiled.render(**variables)
+            template = compiled
+            context = template.new_context(self._jinja_context(), shared=True)
+            if kind == "native":
+                for _ in template.root_render_func(context):
+                    pass
+                return _plain(context.vars["result"])
+            return "".join(template.root_render_func(context))
         except UndefinedError as exc:
             raise _undefined(exc) from None
         except SecurityError as exc:
