@@ -131,29 +131,36 @@ class ExecuteClient:
             if isinstance(result, Outcome):
                 _log.debug("execute attempt %d: %s", attempt, result.message)
                 return result
-            # A fake sleep does not move the clock, so what was slept counts as spent too.
-            remaining = self._max_retry_seconds - max(time.monotonic() - started, slept)
-            if attempt >= self._max_attempts:
-                return self._give_up(result, attempt, f"gave up after {attempt} attempts")
-            if result.retry_after is not None and result.retry_after > remaining:
-                why = f"server asked to retry after {result.retry_after:g}s, past the retry budget"
-                return self._give_up(result, attempt, why)
-            if result.retry_after is not None:
-                delay = min(result.retry_after, self._backoff_cap)
-            else:  # exponential backoff with full jitter
-                ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-                delay = self._random.uniform(0, ceiling)
-            if delay > remaining:
-                why = f"retry budget of {self._max_retry_seconds:g}s used up"
-                return self._give_up(result, attempt, f"{why} after {attempt} attempts")
-            _log.info(
-                "execute attempt %d not processed (%s); retry in %.2fs",
-                attempt,
-                result.reason,
-                delay,
-            )
+            delay, why = self._next_delay(result, attempt, started, slept)
+            if why:
+                message = f"not sent ({result.reason}): gave up after {attempt} attempt(s), {why}"
+                message += "; safe to send again later"
+                return Outcome("failed", result.http_status, result.response, message, attempt)
+            _log.info("execute attempt %d: %s; retrying in %.2fs", attempt, result.reason, delay)
             self._sleep(delay)
             slept += delay
+
+    def _next_delay(
+        self, result: _Retryable, attempt: int, started: float, slept: float
+    ) -> tuple[float, str]:
+        """Seconds to wait before the next attempt, or a reason to stop trying."""
+        budget = self._max_retry_seconds
+        # A fake sleep does not move the clock, so what was slept counts as spent too.
+        remaining = budget - max(time.monotonic() - started, slept)
+        wait = result.retry_after
+        if attempt >= self._max_attempts:
+            return 0.0, "the attempt limit"
+        if wait is not None and wait > remaining:
+            return 0.0, f"the server asked to wait {wait:g}s, beyond the {budget:g}s retry budget"
+        if wait is not None:
+            delay = min(wait, self._backoff_cap)
+        else:  # exponential backoff with full jitter
+            delay = self._random.uniform(
+                0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+            )
+        if delay > remaining:
+            return 0.0, f"the {budget:g}s retry budget is used up"
+        return delay, ""
 
     def _attempt(self, content: bytes, attempt: int) -> Outcome | _Retryable:
         try:
@@ -192,10 +199,6 @@ class ExecuteClient:
             return Outcome("failed", code, data, summary, attempt)
         # 5xx other than 503, and redirects: the API may have processed the request.
         return Outcome("unknown", code, data, f"{summary}; outcome unknown, not retried", attempt)
-
-    def _give_up(self, result: _Retryable, attempts: int, why: str) -> Outcome:
-        message = f"not sent ({result.reason}): {why}; safe to send again later"
-        return Outcome("failed", result.http_status, result.response, message, attempts)
 
     def _summary(self, code: int, data: Any, response: httpx.Response) -> str:
         """One line for people: the envelope's message and errors, or a snippet of the body."""

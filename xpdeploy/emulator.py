@@ -1,4 +1,11 @@
-"""A local Xtremepush external API on loopback: documented validation, faults on demand."""
+"""A local Xtremepush external API on loopback: documented validation, faults on demand.
+
+Serves POST /api/external/execute/campaign and /api/external/info/campaign with the
+API's envelope. Tests steer a running emulator through POST /_emulator/faults (a JSON
+list of Fault objects), GET /_emulator/accepted and POST /_emulator/reset. Accepted
+execute bodies are kept (and, with a log path, appended as JSON lines) with the
+apptoken masked. Standard library only: the client is what speaks httpx.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import copy
 import hmac
 import json
 import logging
+import math
 import re
 import socket
 import socketserver
@@ -64,8 +72,10 @@ class Fault:
     times: int = 1
 
     def __post_init__(self) -> None:
+        # Faults also arrive as JSON through /_emulator/faults, so check what they say.
         def seconds(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            return number and math.isfinite(value) and value >= 0
 
         checks = {
             "status must be an HTTP status code (100-599)": self.status is None
@@ -99,6 +109,47 @@ def _valid_time(value: Any) -> bool:
     return True
 
 
+def _objects(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+
+def _identifiers(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(_is_int(t) or (isinstance(t, str) and t) for t in value)
+    )
+
+
+def _key_values(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(i, dict) and i.get("key") and "value" in i for i in value
+    )
+
+
+def _one_of(allowed: frozenset[str]) -> str:
+    return "must be one of " + ", ".join(sorted(allowed))
+
+
+# One row per documented execute field: the check its value must pass, and the error.
+_FIELD_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("target", _identifiers, "target: must be a non-empty list of identifiers"),
+    ("target_with_params", lambda v: _objects(v) and bool(v), "target_with_params: must be a "
+     "non-empty object mapping each recipient to an object"),
+    ("target_by", lambda v: v in TARGET_BY, f"target_by: {_one_of(TARGET_BY)}"),
+    ("time", _valid_time, 'time: use "YYYY-MM-DD HH:MM UTC" or a Unix timestamp'),
+    ("messages", lambda v: _objects(v) and set(v) <= MESSAGE_TYPES, "messages: must map "
+     f"message types ({', '.join(sorted(MESSAGE_TYPES))}) to objects"),
+    ("payload_add", _key_values, "payload_add: must be a list of {key, value} objects"),
+    ("retry_for", lambda v: _is_int(v) and v > 0, "retry_for: must be a positive integer"),
+    ("retry_for_period", lambda v: v in RETRY_PERIODS,
+     f"retry_for_period: {_one_of(RETRY_PERIODS)}"),
+    ("params", lambda v: isinstance(v, dict), "params: must be an object"),
+    ("target_existing_only", lambda v: v in (0, 1) and _is_int(v),
+     "target_existing_only: must be 0 or 1"),
+]  # fmt: skip
+
+
 def check_apptoken(body: dict[str, Any], apptoken: str | None) -> Reply | None:
     """The API's auth answer for a body, or None when the token is good (or not checked)."""
     if apptoken is None:
@@ -123,60 +174,16 @@ def campaign_error(cid: Any, campaigns: frozenset[str] | None) -> str | None:
 
 def execute_errors(body: dict[str, Any], campaigns: frozenset[str] | None) -> list[str]:
     """Every documented rule an execute body breaks; empty when it would be accepted."""
-    errors: list[str] = []
     problem = campaign_error(body.get("id"), campaigns)
-    if problem:
-        errors.append(problem)
-    has_target, has_twp = "target" in body, "target_with_params" in body
-    if has_target and has_twp:
+    errors = [problem] if problem else []
+    if "target" in body and "target_with_params" in body:
         errors.append("target and target_with_params are alternatives: send exactly one")
-    if has_target:
-        target = body["target"]
-        if not isinstance(target, list) or not target:
-            errors.append("target: must be a non-empty list of identifiers")
-        elif not all(_is_int(t) or (isinstance(t, str) and t) for t in target):
-            errors.append("target: identifiers must be non-empty strings or integers")
-    if has_twp:
-        twp = body["target_with_params"]
-        if not isinstance(twp, dict) or not twp:
-            errors.append("target_with_params: must be a non-empty object")
-        elif not all(isinstance(v, dict) for v in twp.values()):
-            errors.append("target_with_params: each recipient's value must be an object")
-    if not (has_target or has_twp or body.get("broadcast") in (1, "1") or "conditions" in body):
+    segment = body.get("broadcast") in (1, "1") or "conditions" in body
+    if not ("target" in body or "target_with_params" in body or segment):
         errors.append("A target must be provided (target, target_with_params or segmentation)")
-    if "target_by" in body and body["target_by"] not in TARGET_BY:
-        errors.append(f"target_by: must be one of {', '.join(sorted(TARGET_BY))}")
-    if "time" in body and not _valid_time(body["time"]):
-        errors.append('time: use "YYYY-MM-DD HH:MM UTC" or a Unix timestamp')
-    if "messages" in body:
-        messages = body["messages"]
-        if not isinstance(messages, dict):
-            errors.append("messages: must be an object keyed by message type")
-        else:
-            bad = sorted(str(k) for k in messages if k not in MESSAGE_TYPES)
-            if bad:
-                errors.append(f"messages: unknown message type(s) {', '.join(bad)}")
-            if not all(isinstance(v, dict) for v in messages.values()):
-                errors.append("messages: each message type's value must be an object")
-    if "payload_add" in body:
-        items = body["payload_add"]
-        if not isinstance(items, list) or not all(
-            isinstance(i, dict) and isinstance(i.get("key"), str) and i["key"] and "value" in i
-            for i in items
-        ):
-            errors.append("payload_add: must be a list of {key, value} objects")
-    if "retry_for" in body and not (_is_int(body["retry_for"]) and body["retry_for"] > 0):
-        errors.append("retry_for: must be a positive integer")
-    if "retry_for_period" in body and body["retry_for_period"] not in RETRY_PERIODS:
-        errors.append(f"retry_for_period: must be one of {', '.join(sorted(RETRY_PERIODS))}")
+    errors += [error for key, ok, error in _FIELD_RULES if key in body and not ok(body[key])]
     if ("retry_for" in body) != ("retry_for_period" in body):
         errors.append("retry_for and retry_for_period must be given together")
-    if "params" in body and not isinstance(body["params"], dict):
-        errors.append("params: must be an object")
-    if "target_existing_only" in body and not (
-        _is_int(body["target_existing_only"]) and body["target_existing_only"] in (0, 1)
-    ):
-        errors.append("target_existing_only: must be 0 or 1")
     return errors
 
 
@@ -196,6 +203,9 @@ def _redact(value: Any, secrets: Iterable[str]) -> Any:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections under a parallel apply, after
+    # the client wrote its request: an ambiguous failure the emulator must not invent.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
         self.emulator = emulator
@@ -213,13 +223,14 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
-    server_version = f"xpdeploy-emulator/{__version__}"
-    sys_version = ""
     timeout = 300  # an idle keep-alive connection must not hold a thread forever
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence http.server's access log on stderr."""
+
+    def version_string(self) -> str:
+        return f"xpdeploy-emulator/{__version__}"
 
     def setup(self) -> None:
         super().setup()
@@ -295,30 +306,36 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _execute(self, raw: bytes) -> None:
         emulator = self.server.emulator
-        fault = emulator._take_fault()
-        if fault is not None and fault.drop == "before":
-            self.close_connection = True  # nothing written: the client sees a dropped connection
-            return
+        fault = emulator._take_fault() or Fault()
         reply: Reply = (200, None, None)
-        faulty = fault is not None and (fault.status is not None or fault.body is not None)
-        if fault is None or not faulty or fault.accept:
-            reply = emulator._process_execute(self._parse(raw))
-        emulator._notify(f"execute -> {reply[0]}" + (f" {reply[1]}" if reply[1] else ""))
-        if fault is None:
-            self._reply(reply)
+        accepted = False
+        if fault.drop != "before":
+            if fault.accept or (fault.status is None and fault.body is None):
+                reply = emulator._process_execute(self._parse(raw))
+                accepted = reply[0] == 200
+            emulator._wait(fault.delay)
+        verdict = "accepted" if accepted else "not accepted"
+        if fault.drop is not None:
+            self.close_connection = True  # nothing written: the client sees a dropped connection
+            emulator._notify(f"execute: {verdict}, connection dropped (injected fault)")
             return
-        emulator._wait(fault.delay)
-        if fault.drop == "after":
-            self.close_connection = True
-            return
+        if fault.body is not None:
+            reply = (fault.status or 200, "raw body (injected fault)", None)
+        elif fault.status is not None:
+            reply = (fault.status, _phrase(fault.status), None)
+        # Report before answering, so a caller who has its answer also sees the line.
+        emulator._notify(f"execute: {verdict}, {reply[0]}" + (f" {reply[1]}" if reply[1] else ""))
         headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
         if fault.body is not None:
             kind = "application/json" if fault.body.lstrip()[:1] in ("{", "[") else "text/html"
-            self._send(fault.status or 200, fault.body.encode(), kind, headers)
-        elif fault.status is not None:
-            self._reply((fault.status, _phrase(fault.status), None), headers=headers)
+            self._send(reply[0], fault.body.encode(), kind, headers)
         else:
             self._reply(reply, headers=headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, unknown method) as envelopes too."""
+        self.close_connection = True
+        self._reply((code, message or _phrase(code), None))
 
     def _info(self, raw: bytes) -> None:
         emulator = self.server.emulator
@@ -326,12 +343,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             self._reply(body)
             return
-        problem = campaign_error(body.get("id"), emulator._campaigns)
         denied = check_apptoken(body, emulator._apptoken)
-        if denied or problem:
-            self._reply(denied or (400, problem, [problem or ""]))
-            return
-        self._reply((200, None, None), model={"id": body["id"], "active": 1, "messages": {}})
+        problem = campaign_error(body.get("id"), emulator._campaigns)
+        if denied:
+            self._reply(denied)
+        elif problem:
+            self._reply((400, problem, [problem]))
+        else:
+            self._reply((200, None, None), model={"id": body["id"], "active": 1, "messages": {}})
 
     def _faults(self, raw: bytes) -> None:
         try:
@@ -460,7 +479,7 @@ class Emulator:
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # how long stop() waits for the accept loop
+            kwargs={"poll_interval": 0.01},  # the most stop() waits for the accept loop
             name="xpdeploy-emulator",
             daemon=True,
         )
@@ -565,6 +584,7 @@ def serve(
         echo("Press Ctrl+C to stop.")
         _wait_forever()
     except KeyboardInterrupt:
-        echo("Emulator stopped.")
+        pass
     finally:
         emulator.stop()
+    echo("Emulator stopped.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from xpdeploy.loader import Document, load_file
 from xpdeploy.model import ExecuteBody, SpecHeader
 from xpdeploy.project import deep_merge, display_path
 from xpdeploy.template import Renderer, TemplateProblem
-from xpdeploy.validation import apptoken_findings, pydantic_findings
+from xpdeploy.validation import apptoken_findings, dotted, pydantic_findings
 from xpdeploy.when import TimeFormatError, normalise_time, parse_api_time
 
 _BODY_VALIDATOR = ExecuteBody.model_validate
@@ -150,6 +151,12 @@ def render_execution(
         _BODY_VALIDATOR(rendered)
     except ValidationError as exc:
         return None, pydantic_findings(exc, document, ExecuteBody, ("execute",), rendered)
+    unrepresentable = _not_json(rendered)
+    if unrepresentable is not None:
+        path, why = unrepresentable
+        return None, [
+            document.at(("execute", *path), "schema", f"{dotted(('execute', *path))}: {why}")
+        ]
     body = dict(rendered)
     extra = body.pop("extra", None) or {}
     clashing = sorted(set(extra) & set(body))
@@ -174,6 +181,27 @@ def render_execution(
         header.name, header.revision, environment, body, document.path, document.line
     )
     return execution, findings
+
+
+def _not_json(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> tuple[tuple[str | int, ...], str] | None:
+    """The first value JSON cannot carry faithfully: inf, nan, or an integer past 64 bits."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, f"{value} is not a JSON number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return path, "integer too large for the API (more than 64 bits)"
+    if isinstance(value, dict):
+        items: Iterable[tuple[str | int, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _not_json(item, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def _explain(issue: TemplateProblem, raw: dict[str, Any], environment: str) -> str:

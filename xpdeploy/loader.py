@@ -27,6 +27,7 @@ from ruamel.yaml.nodes import MappingNode, SequenceNode
 from xpdeploy.findings import Finding, finding
 
 MAX_DEPTH = 64  # far beyond any spec; keeps the C composer (recursive) safe
+MAX_INT_DIGITS = 40  # far beyond 64-bit ids; Python refuses str() past 4300 digits
 MAX_ALIAS_NODES = 100_000  # nodes that aliases may add by repetition (billion laughs)
 
 KeyPath = tuple[str | int, ...]
@@ -86,6 +87,8 @@ def resolve_scalar(text: str) -> Any:
     if text in _BOOL:
         return _BOOL[text]
     if _INT.match(text):
+        if len(text) > MAX_INT_DIGITS:
+            raise ValueError(f"integer of {len(text)} digits is too large")
         sign = -1 if text.startswith("-") else 1
         digits = text.lstrip("+-")
         if digits.startswith("0o"):
@@ -113,7 +116,10 @@ def _tagged(tag: str, text: str, mark: Any) -> Any:
     if tag == _STD + "str":
         return text
     if tag in (_STD + "int", _STD + "float", _STD + "bool", _STD + "null"):
-        value = resolve_scalar(text)
+        try:
+            value = resolve_scalar(text)
+        except ValueError as exc:
+            raise _Reject("yaml-syntax", str(exc), mark) from None
         kind = tag[len(_STD) :]
         if _SCALAR_KINDS[kind](value):
             return float(value) if kind == "float" else value
@@ -207,7 +213,10 @@ class _Builder:
         if tag is None or tag == "!":
             if event.style or not event.implicit[0] or tag == "!":
                 return event.value  # quoted, or '!': a string
-            return resolve_scalar(event.value)
+            try:
+                return resolve_scalar(event.value)
+            except ValueError as exc:
+                raise _Reject("yaml-syntax", str(exc), event.start_mark) from None
         return _tagged(tag, event.value, event.start_mark)
 
     def _mapping(self, depth: int) -> tuple[dict[str, Any], int]:

@@ -75,7 +75,10 @@ class Overrides:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise UserError(f"--var {item!r}: expected KEY=VALUE")
-            value = resolve_scalar(raw)
+            try:
+                value = resolve_scalar(raw)
+            except ValueError as exc:
+                raise UserError(f"--var {key}: {exc}") from None
             for part in reversed(key.strip().split(".")):
                 value = {part: value}
             result = deep_merge(result, value)

@@ -9,6 +9,7 @@ never reach Jinja at all.
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -66,15 +67,63 @@ class _Budget:
 
 
 def _sized(value: object) -> int:
-    return len(value) if isinstance(value, (str, list, tuple)) else 0
+    return len(value) if isinstance(value, (str, list, tuple, dict)) else 0
+
+
+# A format width or precision of 7+ digits ('{:>10000000}', '%10000000s') builds a
+# string of that size before anything could measure it.
+_WIDE_FORMAT = re.compile(r"(?:\{[^{}]*:[^{}]*|%[-+ #0]*)\d{7,}")
+
+
+def _check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse the arguments that make filters and methods build huge results."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OUTPUT:
+            raise SecurityError(f"number {value} is larger than templates allow ({MAX_OUTPUT})")
+        if isinstance(value, str) and _WIDE_FORMAT.search(value):
+            raise SecurityError("format width or precision too large")
+
+
+def _check_result(value: Any) -> Any:
+    if _sized(value) > MAX_OUTPUT:
+        raise SecurityError(f"result longer than {MAX_OUTPUT} items")
+    return value
+
+
+def _guarded(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter or test with its arguments and result size checked."""
+
+    @functools.wraps(function)  # keeps jinja's pass_context/pass_environment marks
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_arguments(args, kwargs)
+        return _check_result(function(*args, **kwargs))
+
+    return guarded
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on arithmetic that can exhaust memory or time."""
+    """The sandbox, plus limits on what can exhaust memory or time."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {name: _guarded(f) for name, f in self.filters.items()}
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_arguments(args, kwargs)
+        return _check_result(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        receiver = getattr(value, "__self__", None)
+        if isinstance(receiver, str) and _WIDE_FORMAT.search(receiver):
+            raise SecurityError("format width or precision too large")
+        return super().wrap_str_format(value)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "%":
+            _check_arguments((left,), {})
+            return _check_result(operator.mod(left, right))
         if operator_name == "**":
             huge = isinstance(left, int) and isinstance(right, int) and abs(left) > 1
             if huge and right > 0 and left.bit_length() * right > 100_000:
@@ -217,7 +266,7 @@ class Renderer:
                 for _ in template.root_render_func(context):
                     pass
                 return _plain(context.vars["result"])
-            return "".join(template.root_render_func(context))
+            return _bounded_join(template.root_render_func(context))
         except UndefinedError as exc:
             raise _undefined(exc) from None
         except SecurityError as exc:
@@ -226,7 +275,15 @@ class Renderer:
             raise TemplateProblem(
                 "template-syntax", f"template syntax error: {exc.message}"
             ) from None
-        except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
+        except (
+            ArithmeticError,
+            TypeError,
+            ValueError,
+            LookupError,
+            AttributeError,
+            NameError,
+        ) as exc:
+            # NameError: Jinja folds e.g. 1e999 to a constant its code generator cannot name.
             raise TemplateProblem("template-syntax", f"template failed: {exc}") from None
 
     def walk(
@@ -258,6 +315,18 @@ class Renderer:
             items = [self.walk(item, on_problem, (*path, i)) for i, item in enumerate(value)]
             return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
         return value
+
+
+def _bounded_join(chunks: Iterator[str]) -> str:
+    """Text output, stopped as soon as it grows past MAX_OUTPUT characters."""
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"output longer than {MAX_OUTPUT} characters")
+        out.append(chunk)
+    return "".join(out)
 
 
 def _plain(value: Any) -> Any:

@@ -78,6 +78,7 @@ def pydantic_findings(
     for error in exc.errors():
         path, at_key = _data_path(tuple(error["loc"]), data)
         rule, message = _classify(error, path, at_key, model)
+        at_key = at_key or rule == "unknown-field"  # point at the key that is unknown
         grouped.setdefault((path, at_key, rule), [])
         if message not in grouped[(path, at_key, rule)]:
             grouped[(path, at_key, rule)].append(message)
@@ -99,7 +100,7 @@ def _classify(error: Any, path: KeyPath, at_key: bool, model: type[BaseModel]) -
         if not hint and tuple(parent) == () and model.__name__ == "ExecuteBody":
             hint = "; put fields the schema does not know yet under execute.extra"
         return "unknown-field", f"unknown field{hint}"
-    if at_key and path and path[-1] == "messages":
+    if at_key and len(path) >= 2 and path[-2] == "messages":
         return "message-type", (
             f"message type {error['input']!r} is not one of 1 (iOS), 2 (Android), 3 (web push),"
             " 6 (inbox), 7 (email), 8 (webhook), 9 (SMS)"
