@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from xpdeploy import __version__
 from xpdeploy import emulator as emulator_module
 from xpdeploy.emulator import EXECUTE_PATH, INFO_PATH, Emulator, Fault, serve
 from xpdeploy.errors import UserError
@@ -108,19 +109,19 @@ def test_valid_bodies_are_accepted(emu: Emulator, extra: dict[str, Any]) -> None
         ({"target": None}, 400, "A target must be provided"),
         ({"target": []}, 400, "target: must be a non-empty list"),
         ({"target": "crm-1"}, 400, "target: must be a non-empty list"),
-        ({"target": [{"id": 1}]}, 400, "target: identifiers"),
-        ({"target": [""]}, 400, "target: identifiers"),
+        ({"target": [{"id": 1}]}, 400, "target: must be a non-empty list"),
+        ({"target": [""]}, 400, "target: must be a non-empty list"),
         ({"target": None, "target_with_params": {}}, 400, "target_with_params: must be"),
-        ({"target": None, "target_with_params": {"a": 1}}, 400, "each recipient"),
+        ({"target": None, "target_with_params": {"a": 1}}, 400, "target_with_params: must"),
         ({"target_by": "phone"}, 400, "target_by: must be one of"),
         ({"time": "2030-01-01T12:00:00Z"}, 400, "time: use"),
         ({"time": "2030-13-01 12:00 UTC"}, 400, "time: use"),
         ({"time": "2030-01-01 12:00"}, 400, "time: use"),
         ({"time": True}, 400, "time: use"),
         ({"time": -5}, 400, "time: use"),
-        ({"messages": {"4": {}}}, 400, "unknown message type(s) 4"),
-        ({"messages": {"2": "hi"}}, 400, "each message type's value"),
-        ({"messages": ["2"]}, 400, "messages: must be an object"),
+        ({"messages": {"4": {}}}, 400, "messages: must map message types (1, 2, 3, 6, 7, 8, 9)"),
+        ({"messages": {"2": "hi"}}, 400, "messages: must map"),
+        ({"messages": ["2"]}, 400, "messages: must map"),
         ({"payload_add": {"key": "a", "value": 1}}, 400, "payload_add"),
         ({"payload_add": [{"key": "a"}]}, 400, "payload_add"),
         ({"payload_add": [{"key": "", "value": 1}]}, 400, "payload_add"),
@@ -180,9 +181,11 @@ def test_paths_and_methods(emu: Emulator) -> None:
     status, data, _ = request(emu, EXECUTE_PATH, method="GET")
     assert (status, data["code"]) == (405, 405)
     assert request(emu, "/api/external/nothing/here", method="DELETE")[0] == 405
-    status, data, response = request(emu, EXECUTE_PATH, method="HEAD")
+    status, data, _ = request(emu, EXECUTE_PATH, method="HEAD")
     assert (status, data) == (405, "")
     assert request(emu, EXECUTE_PATH + "?x=1", GOOD)[0] == 200
+    status, data, _ = request(emu, EXECUTE_PATH, method="BREW")  # http.server's own error
+    assert (status, data["code"], data["success"]) == (501, 501, False)
 
 
 def test_info_campaign(emu: Emulator) -> None:
@@ -253,6 +256,8 @@ def test_fault_validation() -> None:
         Fault(times=0)
     with pytest.raises(ValueError, match="delay"):
         Fault(delay=-1)
+    with pytest.raises(ValueError, match="retry_after"):
+        Fault(retry_after=float("inf"))
 
 
 def test_status_fault_is_not_accepted_and_consumed_in_order(emu: Emulator) -> None:
@@ -273,6 +278,7 @@ def test_raw_body_fault(emu: Emulator) -> None:
     status, text, response = request(emu, EXECUTE_PATH, GOOD)
     assert (status, text) == (200, "<html>oops")
     assert response.getheader("Content-Type", "").startswith("text/html")
+    assert response.getheader("Server") == f"xpdeploy-emulator/{__version__}"
     assert emu.accepted_requests() == []
     assert execute(emu, GOOD) == (502, "<html>bad gateway")
     assert len(emu.accepted_requests()) == 1
@@ -340,7 +346,9 @@ def test_bad_content_length(emu: Emulator, headers: dict[str, str], status: int)
 
 def test_chunked_body_is_refused(emu: Emulator) -> None:
     conn = http.client.HTTPConnection(emu.url.removeprefix("http://"), timeout=5)
-    conn.request("POST", EXECUTE_PATH, body=iter([json.dumps(GOOD).encode()]))  # chunked
+    conn.putrequest("POST", EXECUTE_PATH)
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()  # the server answers before any chunk is sent
     response = conn.getresponse()
     assert response.status == 411
     conn.close()
@@ -385,7 +393,7 @@ def test_serve_runs_until_interrupted(tmp_path: Path, monkeypatch: pytest.Monkey
     serve("127.0.0.1", 0, apptoken=TOKEN, campaigns=["42"], log_path=log, echo=lines.append)
     assert seen == [(200, {"code": 200, "success": True})]
     assert lines[0].startswith("Xtremepush emulator listening on http://127.0.0.1:")
-    assert "execute -> 200" in lines
+    assert "execute: accepted, 200" in lines
     assert lines[-1] == "Emulator stopped."
     assert TOKEN not in "\n".join(lines)
     assert json.loads(log.read_text())["apptoken"] == "***"
