@@ -1,6 +1,6 @@
 """Generate a realistic xpdeploy project: N specs of ~40 lines, M recipients each.
 
-    python bench/generate.py OUT_DIR --specs 1000 --recipients 20
+python bench/generate.py OUT_DIR --specs 1000 --recipients 20
 """
 
 from __future__ import annotations
@@ -66,13 +66,27 @@ def spec_text(n: int, recipients: int) -> str:
     return text + SPEC_TAIL.format(n=n, month=1 + n % 9, day=n % 10)
 
 
+WIDE_RECIPIENT = (
+    '    crm-{r:06d}: {{fname: "User{r}", balance: "{b} EUR", brand: "{{{{ brand }}}}"}}\n'
+)
+
+
+def wide_spec_text(recipients: int) -> str:
+    """One spec with many recipients, as exported from a CRM: literal values, one shared template."""
+    text = SPEC_HEAD.format(n=0, bonus=50, group=0)
+    text += "".join(WIDE_RECIPIENT.format(r=r, b=50 + r % 500) for r in range(recipients))
+    return text + SPEC_TAIL.format(n=0, month=1, day=0)
+
+
 def generate(out: Path, specs: int, recipients: int) -> Path:
     """Write the project; returns the folder holding the spec files."""
     (out / "campaigns").mkdir(parents=True, exist_ok=True)
     ids = "".join(f"    c{i}: {245000 + i}\n" for i in range(10))
     (out / "xpdeploy.yaml").write_text(PROJECT.format(ids=ids), encoding="utf-8")
     for n in range(specs):
-        (out / "campaigns" / f"promo-{n:05d}.yaml").write_text(spec_text(n, recipients), encoding="utf-8")
+        (out / "campaigns" / f"promo-{n:05d}.yaml").write_text(
+            spec_text(n, recipients), encoding="utf-8"
+        )
     return out / "campaigns"
 
 

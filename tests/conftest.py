@@ -57,4 +57,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--strict-repo", action="store_true", help="fail when tests write into the repo")
+    parser.addoption(
+        "--strict-repo", action="store_true", help="fail when tests write into the repo"
+    )

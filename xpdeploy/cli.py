@@ -39,8 +39,11 @@ class Boundary(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(ExitCode.ERROR)  # 2 means "changes" under --detailed-exitcode
         except UserError as exc:
-            from xpdeploy.session import FindingsError
+            from xpdeploy.errors import FindingsError
 
             if isinstance(exc, FindingsError):
                 from xpdeploy.report.findings import TextReporter
@@ -76,7 +79,7 @@ def common(func: F) -> F:
         "--var-file",
         "var_file",
         multiple=True,
-        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        type=click.Path(path_type=Path, dir_okay=False),
         help="Read variables from a YAML file (repeatable).",
     )
     @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
@@ -117,9 +120,15 @@ def main() -> None:
 @common
 def lint(session: Session, paths: tuple[Path, ...], all_envs: bool, fmt: str, strict: bool) -> None:
     """Check specs against the schema and the API's rules."""
+    from xpdeploy.errors import FindingsError
     from xpdeploy.report.findings import REPORTERS
 
-    project = session.project
+    reporter = REPORTERS.get(fmt)(sys.stdout)
+    try:
+        project = session.project
+    except FindingsError as exc:  # the project file itself is broken: still a report
+        reporter.emit(exc.findings, 0)
+        sys.exit(ExitCode.ERROR)
     envs = list(project.config.environments) if all_envs else [session.env_name]
     files, shown = project.files_named(paths) if paths else (None, set())
     result = session.check(envs, files)
@@ -127,7 +136,7 @@ def lint(session: Session, paths: tuple[Path, ...], all_envs: bool, fmt: str, st
     if paths:
         findings = [f for f in findings if f.path in shown]
     checked = sum(len(v) for v in result.executions.values())
-    REPORTERS.get(fmt)(sys.stdout).emit(findings, checked)
+    reporter.emit(findings, checked)
     failing = [f for f in findings if strict or f.severity.value == "error"]
     sys.exit(ExitCode.ERROR if failing else ExitCode.OK)
 

@@ -80,7 +80,7 @@ def apply(session: Session, args: tuple[str, ...], auto_approve: bool, paralleli
 
     saved = None
     names = list(args)
-    if names and (names[0].endswith(".json") or Path(names[0]).is_file()):
+    if names and Path(names[0]).is_file():  # spec names may contain dots: only a file is a plan
         saved = load_saved(Path(names.pop(0)), session)
     stop = threading.Event()
     _on_signals(stop)

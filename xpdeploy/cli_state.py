@@ -86,6 +86,15 @@ def show(session: Session, name: str, fmt: str) -> None:
     _emit(session, current, [current.records[name]], fmt, True)
 
 
+def _say(session: Session, fmt: str, message: str, **facts: Any) -> None:
+    """The outcome of a repair, for people or as JSON."""
+    if fmt == "json":
+        document = {"format_version": FORMAT_VERSION, "environment": session.env_name, **facts}
+        click.echo(json.dumps({**document, "message": message}, indent=2))
+    else:
+        click.echo(message)
+
+
 def _locked(session: Session, change: Callable[[LedgerState], Any]) -> None:
     from xpdeploy.ledger import LockInfo
     from xpdeploy.runner import ledger_for
@@ -102,8 +111,9 @@ def _locked(session: Session, change: Callable[[LedgerState], Any]) -> None:
 @click.option(
     "--not-sent", "verdict", flag_value="not-sent", help="It did not: the next apply sends it."
 )
+@_format
 @common
-def resolve(session: Session, name: str, verdict: str | None) -> None:
+def resolve(session: Session, name: str, verdict: str | None, fmt: str) -> None:
     """Settle a pending or unknown execution after checking what really happened."""
     from xpdeploy.ledger import Event, EventKind, Status
 
@@ -119,17 +129,19 @@ def resolve(session: Session, name: str, verdict: str | None) -> None:
                 f"{name!r} is {record.status.value}, not pending or unknown: nothing to resolve"
             )
         kind = EventKind.RESOLVED_SENT if verdict == "sent" else EventKind.RESOLVED_NOT_SENT
-        return [Event(kind, name, message=f"resolved by hand: {verdict}")]
+        said = "it went out" if verdict == "sent" else "it did not go out"
+        return [Event(kind, name, message=f"resolved by hand: {said}")]
 
     _locked(session, change)
     then = "it will not be sent again" if verdict == "sent" else "the next apply sends it"
-    click.echo(f"{name}: recorded as {verdict}; {then}.")
+    _say(session, fmt, f"{name}: recorded as {verdict}; {then}.", name=name, result=verdict)
 
 
 @state.command()
 @click.argument("name")
+@_format
 @common
-def forget(session: Session, name: str) -> None:
+def forget(session: Session, name: str, fmt: str) -> None:
     """Remove an execution from the ledger (a later apply may send it again)."""
     from xpdeploy.ledger import Event, EventKind
 
@@ -139,24 +151,27 @@ def forget(session: Session, name: str) -> None:
         return [Event(EventKind.FORGOTTEN, name, message="forgotten by hand")]
 
     _locked(session, change)
-    click.echo(f"{name}: forgotten. If its spec still exists, the next plan will send it again.")
+    message = f"{name}: forgotten. If its spec still exists, the next plan will send it again."
+    _say(session, fmt, message, name=name, result="forgotten")
 
 
 @state.command()
+@_format
 @common
-def unlock(session: Session) -> None:
+def unlock(session: Session, fmt: str) -> None:
     """Clear a stuck apply lock (file locks end with their process)."""
     from xpdeploy.runner import ledger_for
 
-    click.echo(ledger_for(session).unlock())
+    _say(session, fmt, ledger_for(session).unlock(), result="unlocked")
 
 
 @state.command()
+@_format
 @common
-def compact(session: Session) -> None:
+def compact(session: Session, fmt: str) -> None:
     """Rewrite the journal as one event per execution (atomically)."""
     from xpdeploy.runner import ledger_for
 
     ledger = ledger_for(session)
     ledger.compact()
-    click.echo(f"compacted {ledger.location}")
+    _say(session, fmt, f"compacted {ledger.location}", result="compacted")

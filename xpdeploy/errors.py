@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
+
+from xpdeploy.findings import Finding, Severity
 
 
 class ExitCode(IntEnum):
@@ -43,3 +46,15 @@ class UserError(Exception):
                     where += f":{self.column}"
             where += ": "
         return where + self.message
+
+
+class FindingsError(UserError):
+    """Lint errors that stop a command; the findings travel with the error."""
+
+    def __init__(self, findings: Sequence[Finding], message: str | None = None) -> None:
+        errors = [f for f in findings if f.severity is Severity.ERROR]
+        super().__init__(
+            message
+            or f"{len(errors)} lint error(s): fix them first (run `xpdeploy lint` to see them all)"
+        )
+        self.findings = sorted(findings)

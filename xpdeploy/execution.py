@@ -112,15 +112,17 @@ def load_specs(
                         )
                     )
             if header.name in seen:
+                # Reported at every use, so `lint PATHS` flags whichever file it is given.
                 first = seen[header.name].document
-                findings.append(
-                    document.at(
-                        ("name",),
-                        "duplicate-name",
-                        f"name {header.name!r} is already used at {first.path}:{first.line};"
-                        " names identify executions in the ledger, so each must be unique",
+                for here, other in ((document, first), (first, document)):
+                    findings.append(
+                        here.at(
+                            ("name",),
+                            "duplicate-name",
+                            f"name {header.name!r} is also used at {other.path}:{other.line};"
+                            " names identify executions in the ledger, so each must be unique",
+                        )
                     )
-                )
                 continue
             seen[header.name] = source
             sources.append(source)

@@ -46,6 +46,7 @@ def target_by(ex: Execution, doc: Document, env: Environment, now: datetime) -> 
             "target-by",
             "target_by is missing, so the API reads the identifiers as device ids;"
             " set target_by (usually user_id) to say what they are",
+            key=True,
         )
 
 
@@ -74,6 +75,7 @@ def audience(ex: Execution, doc: Document, env: Environment, now: datetime) -> I
             "no-audience",
             "no target, target_with_params or conditions: the campaign's own segment would"
             " receive it; set guards.allow_segment_sends in the environment if that is meant",
+            key=True,
         )
 
 
@@ -87,6 +89,7 @@ def max_targets(ex: Execution, doc: Document, env: Environment, now: datetime) -
             "max-targets",
             f"{ex.audience} recipients exceed guards.max_targets ({limit}) of environment"
             f" {ex.environment!r}: split the execution or raise the guard",
+            key=True,
         )
 
 

@@ -97,7 +97,10 @@ def resolve_scalar(text: str) -> Any:
             return sign * int(digits[2:], 16)
         return int(text)
     if _FLOAT.match(text):
-        return float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf"))
+        lowered = text.lower()
+        if lowered.endswith((".inf", ".nan")):
+            return float(lowered.replace(".", ""))  # '+.inf' → '+inf', '.nan' → 'nan'
+        return float(text)
     return text
 
 
@@ -135,6 +138,17 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag[len(_STD) :] if tag.startswith(_STD) else tag
 
 
+def _is_empty(event: Any) -> bool:
+    """libyaml's empty document: an untagged, unanchored, empty plain scalar at the root."""
+    return (
+        isinstance(event, ev.ScalarEvent)
+        and event.value == ""
+        and not event.style
+        and event.tag is None
+        and event.anchor is None
+    )
+
+
 class _Builder:
     """Builds one stream's documents from parser events."""
 
@@ -155,8 +169,10 @@ class _Builder:
             start = parser.get_event()  # DocumentStart
             self.anchors.clear()
             self.alias_nodes = 0
-            if isinstance(parser.peek_event(), ev.DocumentEndEvent):
+            first = parser.peek_event()
+            if _is_empty(first):
                 parser.get_event()
+                parser.get_event()  # DocumentEnd
                 index += 1
                 continue  # an empty document (a stray '---') is nothing to check
             value, _ = self._node(0)

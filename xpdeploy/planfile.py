@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+
 from xpdeploy import __version__
 from xpdeploy.canonical import body_sha256
 from xpdeploy.errors import UserError
@@ -66,6 +68,35 @@ def write_planfile(
     atomic_write(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    action: Action
+    revision: int
+    reason: str = ""
+    body: dict[str, Any] | None = None
+    body_sha256: str | None = None
+    campaign_id: str | int | None = None
+    audience: int | None = None
+    schedule: str | None = None
+
+
+class _PlanFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    format_version: int
+    kind: str
+    tool_version: str
+    environment: str
+    lineage: str | None
+    serial: int
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+    commit: str | None = None
+    actions: list[_Action]
+
+
 def read_planfile(path: Path) -> SavedPlan:
     """Load a plan file; anything malformed or tampered with is refused."""
     shown = str(path)
@@ -82,34 +113,22 @@ def read_planfile(path: Path) -> SavedPlan:
             path=shown,
         )
     try:
-        actions = [_action(item) for item in document["actions"]]
-        plan = Plan(document["environment"], document["lineage"], int(document["serial"]), actions)
-        saved = SavedPlan(
-            plan,
-            datetime.fromisoformat(document["created_at"]),
-            datetime.fromisoformat(document["expires_at"]),
-            document.get("commit"),
-            str(document.get("tool_version")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"plan file is malformed ({exc}); plan again", path=shown) from None
-    return saved
-
-
-def _action(item: dict[str, Any]) -> PlannedAction:
-    action = Action(item["action"])
-    body = item.get("body")
-    digest = item.get("body_sha256")
-    if action is Action.SEND and (not isinstance(body, dict) or body_sha256(body) != digest):
-        raise ValueError(f"the body of {item['name']!r} does not match its hash")
-    return PlannedAction(
-        name=item["name"],
-        action=action,
-        revision=int(item["revision"]),
-        reason=item.get("reason", ""),
-        body=body,
-        body_sha256=digest,
-        campaign_id=item.get("campaign_id"),
-        audience=item.get("audience"),
-        schedule=item.get("schedule"),
-    )
+        saved = _PlanFile.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(step) for step in first["loc"])
+        raise UserError(
+            f"plan file is malformed at {where}: {first['msg']}; plan again", path=shown
+        ) from None
+    for item in saved.actions:
+        if item.action is Action.SEND and (
+            item.body is None or body_sha256(item.body) != item.body_sha256
+        ):
+            raise UserError(
+                f"the body of {item.name!r} does not match its hash: the plan file was changed"
+                " after it was made; nothing was sent; plan again",
+                path=shown,
+            )
+    actions = [PlannedAction(**item.model_dump()) for item in saved.actions]
+    plan = Plan(saved.environment, saved.lineage, saved.serial, actions)
+    return SavedPlan(plan, saved.created_at, saved.expires_at, saved.commit, saved.tool_version)

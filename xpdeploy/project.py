@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from xpdeploy.errors import UserError
+from xpdeploy.errors import FindingsError, UserError
 from xpdeploy.findings import Finding
 from xpdeploy.loader import Document, load_file, resolve_scalar
 from xpdeploy.model import Environment, ProjectFile
@@ -233,13 +233,9 @@ def load_project(explicit: Path | None = None, start: Path | None = None) -> Pro
     return Project(file, config, document)
 
 
-def _as_error(findings: Iterable[Finding]) -> UserError:
+def _as_error(findings: Iterable[Finding]) -> FindingsError:
     ordered = sorted(findings)
     first = ordered[0]
-    more = f" (and {len(ordered) - 1} more problems)" if len(ordered) > 1 else ""
-    return UserError(
-        f"{first.rule}: {first.message}{more}",
-        path=first.path,
-        line=first.line,
-        column=first.column,
+    return FindingsError(
+        ordered, f"the project file {first.path} is not valid: fix the above first"
     )

@@ -86,6 +86,12 @@ def open_sender(session: Session, environment: str) -> Iterator[Sender]:
 def load_saved(path: Path, session: Session) -> SavedPlan:
     """A saved plan that is for this environment and not expired."""
     saved = read_planfile(path)
+    if saved.plan.environment not in session.project.config.environments:
+        raise UserError(
+            f"the plan is for environment {saved.plan.environment!r}, which the project no longer"
+            " has: nothing was sent",
+            path=str(path),
+        )
     if session.environment and session.environment != saved.plan.environment:
         raise UserError(
             f"the plan is for environment {saved.plan.environment!r}, not {session.environment!r}",

@@ -7,23 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from xpdeploy.errors import UserError
+from xpdeploy.errors import FindingsError, UserError
 from xpdeploy.execution import Execution
-from xpdeploy.findings import Finding, Severity
 from xpdeploy.lint import CheckResult, check
 from xpdeploy.project import Overrides, Project, load_project
 from xpdeploy.when import utcnow
-
-
-class FindingsError(UserError):
-    """Lint errors stop render, plan and apply; the findings travel with the error."""
-
-    def __init__(self, findings: Sequence[Finding]) -> None:
-        errors = [f for f in findings if f.severity is Severity.ERROR]
-        super().__init__(
-            f"{len(errors)} lint error(s): fix them first (run `xpdeploy lint` to see them all)"
-        )
-        self.findings = list(findings)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -44,25 +45,37 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[KeyPath, bool]:
     return tuple(path), False
 
 
+def _alternatives(annotation: Any) -> list[Any]:
+    """The types an annotation allows: Optional, unions and Annotated unwrapped."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType, Annotated):
+        args = get_args(annotation)[:1] if origin is Annotated else get_args(annotation)
+        return [alt for arg in args for alt in _alternatives(arg)]
+    return [annotation]
+
+
+def _step(annotation: Any, step: str | int) -> Any:
+    """The type found one step below ``annotation`` (a field, an item, a value)."""
+    for alt in _alternatives(annotation):
+        origin = get_origin(alt)
+        if isinstance(step, int) and origin is list:
+            return get_args(alt)[0]
+        if isinstance(step, str) and origin is dict:
+            return get_args(alt)[1]
+        if isinstance(alt, type) and issubclass(alt, BaseModel) and step in alt.model_fields:
+            return alt.model_fields[step].annotation
+    return None
+
+
 def _known_fields(model: type[BaseModel], path: KeyPath) -> list[str]:
     """Field names of the (nested) model at ``path``, for "did you mean" hints."""
     current: Any = model
     for step in path:
-        fields = getattr(current, "model_fields", None)
-        if not fields or step not in fields:
-            return []
-        annotation = fields[step].annotation
-        current = next(
-            (
-                arg
-                for arg in getattr(annotation, "__args__", (annotation,))
-                if hasattr(arg, "model_fields")
-            ),
-            None,
-        )
+        current = _step(current, step)
         if current is None:
             return []
-    return list(getattr(current, "model_fields", {}))
+    models = [a for a in _alternatives(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return list(models[0].model_fields) if models else []
 
 
 def pydantic_findings(

@@ -6,6 +6,8 @@ import os
 import re
 from datetime import datetime, timezone
 
+from xpdeploy.errors import UserError
+
 API_FORMAT = "%Y-%m-%d %H:%M UTC"
 _API_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$")
 _ISO_WITH_OFFSET = re.compile(
@@ -31,9 +33,8 @@ def normalise_time(value: object) -> str:
         return text
     if not _ISO_WITH_OFFSET.match(text):
         raise TimeFormatError(f"time {value!r} is not understood: {hint}")
-    iso = text[:-1] + "+00:00" if text.endswith("Z") else text
     try:
-        parsed = datetime.fromisoformat(iso.replace(" ", "T", 1))
+        parsed = datetime.fromisoformat(_iso_offset(text).replace(" ", "T", 1))
     except ValueError:
         raise TimeFormatError(f"time {value!r} is not a real date and time") from None
     if parsed.second or parsed.microsecond:
@@ -44,9 +45,24 @@ def normalise_time(value: object) -> str:
 def utcnow() -> datetime:
     """The current time; ``XPDEPLOY_NOW`` (ISO-8601) pins it for reproducible runs and tests."""
     pinned = os.environ.get("XPDEPLOY_NOW")
-    if pinned:
-        return datetime.fromisoformat(pinned.replace("Z", "+00:00")).astimezone(timezone.utc)
-    return datetime.now(timezone.utc)
+    if not pinned:
+        return datetime.now(timezone.utc)
+    try:
+        moment = datetime.fromisoformat(_iso_offset(pinned.strip()))
+    except ValueError:
+        raise UserError(
+            f"XPDEPLOY_NOW={pinned!r} is not an ISO-8601 date-time (e.g. 2026-12-01T12:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)  # a time without offset is UTC, as in the API
+    return moment.astimezone(timezone.utc)
+
+
+def _iso_offset(text: str) -> str:
+    """'Z' and '+0200' spelled as '+00:00' and '+02:00', which Python 3.10 requires."""
+    if text.endswith("Z"):
+        return text[:-1] + "+00:00"
+    return re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", text)
 
 
 def parse_api_time(value: object) -> datetime | None:

@@ -203,8 +203,8 @@ def test_hostile_project_file_is_a_message(tmp_path: Path) -> None:
     (tmp_path / "xpdeploy.yaml").write_text(LAUGHS)
     result = cli(["lint"])
     assert result.exit_code == 1
-    assert "xpdeploy.yaml:6:8: yaml-syntax: aliases expand to more than" in result.stderr
-    assert "internal error" not in result.stderr
+    assert "xpdeploy.yaml:6:8: error yaml-syntax aliases expand to more than" in result.stdout
+    assert "internal error" not in result.output
 
 
 # --- limits beyond * and ** (fixed in 70a6791) -------------------------------------------------

@@ -150,7 +150,7 @@ def test_text_format(two_findings: Path) -> None:
     result = cli(["lint"])
     assert result.exit_code == 1
     assert result.stdout == (
-        f"campaigns/devices.yaml:3:3: warning target-by {TARGET_BY}\n"
+        f"campaigns/devices.yaml:2:1: warning target-by {TARGET_BY}\n"
         f"campaigns/promo.yaml:6:15: error undefined-variable {UNDEFINED}\n"
         "1 execution(s) checked: 1 error(s), 1 warning(s)\n"
     )
@@ -164,8 +164,8 @@ def test_json_format(two_findings: Path) -> None:
         "findings": [
             {
                 "path": "campaigns/devices.yaml",
-                "line": 3,
-                "column": 3,
+                "line": 2,
+                "column": 1,
                 "severity": "warning",
                 "rule": "target-by",
                 "message": TARGET_BY,
@@ -186,7 +186,7 @@ def test_github_format(two_findings: Path) -> None:
     result = cli(["lint", "--format", "github"])
     assert result.exit_code == 1
     assert result.stdout == (
-        f"::warning file=campaigns/devices.yaml,line=3,col=3,title=target-by::{TARGET_BY}\n"
+        f"::warning file=campaigns/devices.yaml,line=2,col=1,title=target-by::{TARGET_BY}\n"
         "::error file=campaigns/promo.yaml,line=6,col=15,title=undefined-variable::"
         f"{UNDEFINED}\n"
     )
@@ -195,7 +195,7 @@ def test_github_format(two_findings: Path) -> None:
 def test_github_format_escapes_properties(tmp_path: Path) -> None:
     project(tmp_path, {"a,b:c.yaml": WARNING_SPEC})
     result = cli(["lint", "--format", "github"])
-    assert result.stdout.startswith("::warning file=campaigns/a%2Cb%3Ac.yaml,line=3,col=3,")
+    assert result.stdout.startswith("::warning file=campaigns/a%2Cb%3Ac.yaml,line=2,col=1,")
 
 
 def test_sarif_format_is_valid_sarif_2_1_0(two_findings: Path) -> None:
@@ -224,7 +224,7 @@ def test_sarif_format_is_valid_sarif_2_1_0(two_findings: Path) -> None:
             "target-by",
             "warning",
             "campaigns/devices.yaml",
-            {"startLine": 3, "startColumn": 3},
+            {"startLine": 2, "startColumn": 1},
             TARGET_BY,
         ),
         (
@@ -273,16 +273,15 @@ def test_lint_paths_accepts_a_folder(tmp_path: Path) -> None:
     assert code == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Project.files_named loads the named files first, so the earlier file not"
-    " named gets the duplicate-name finding, which the PATHS filter then drops: exit 0",
-)
 def test_lint_paths_still_sees_names_in_other_files(tmp_path: Path) -> None:
     """Names are project-wide: a name also used in a file not named is still an error."""
     spec = CLEAN_SPEC.format(name="same")
     project(tmp_path, {"a.yaml": spec, "b.yaml": spec})
-    assert lint_json()[1]["findings"][0]["path"] == "campaigns/b.yaml"  # the later file
+    everywhere = [(f["path"], f["rule"]) for f in lint_json()[1]["findings"]]
+    assert everywhere == [
+        ("campaigns/a.yaml", "duplicate-name"),
+        ("campaigns/b.yaml", "duplicate-name"),
+    ]
     code, document = lint_json(["campaigns/b.yaml"])
     assert [(f["path"], f["line"], f["rule"]) for f in document["findings"]] == [
         ("campaigns/b.yaml", 1, "duplicate-name")
@@ -336,15 +335,10 @@ def test_apptoken_in_the_project_file_fails_lint(tmp_path: Path) -> None:
     )
     result = cli(["lint"])
     assert result.exit_code == 1
-    assert "xpdeploy.yaml:7:3: apptoken-in-file: never write the apptoken" in result.stderr
+    assert "xpdeploy.yaml:7:3: error apptoken-in-file never write the apptoken" in result.stdout
     assert "s3cr3t" not in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: problems in the project file are a UserError on stderr, so `lint --format json`"
-    " prints no JSON (and no severity) for them",
-)
 def test_apptoken_in_the_project_file_is_a_json_finding(tmp_path: Path) -> None:
     make_tree(
         tmp_path,

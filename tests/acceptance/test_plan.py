@@ -364,11 +364,6 @@ def test_saved_plan_with_names_sends_only_those(deploy: Deploy) -> None:
     assert deploy.accepted_names() == ["s02"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: apply PLANFILE whose environment is no longer in xpdeploy.yaml crashes with"
-    " KeyError (runner.apply -> missing_token -> project.environment) instead of a user error",
-)
 def test_saved_plan_for_a_removed_environment_is_a_user_error(deploy: Deploy) -> None:
     assert deploy.run("plan", "-o", "plan.json").exit_code == 0
     text = (deploy.root / "xpdeploy.yaml").read_text(encoding="utf-8")
@@ -380,12 +375,6 @@ def test_saved_plan_for_a_removed_environment_is_a_user_error(deploy: Deploy) ->
     assert ENV in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: read_planfile accepts values that crash later: a naive expires_at"
-    " (TypeError comparing with the aware clock) or a non-string name (AttributeError"
-    " in the text plan); both should be refused as a malformed plan file",
-)
 @pytest.mark.parametrize(
     "edit",
     [

@@ -119,7 +119,7 @@ def test_render_shows_warnings_on_stderr(tmp_path: Path) -> None:
         "id": 1,
         "target": [123456],
     }
-    assert "campaigns/d.yaml:2:10: warning target-by" in result.stderr
+    assert "campaigns/d.yaml:2:1: warning target-by" in result.stderr
 
 
 def test_render_for_another_environment(two: Path) -> None:

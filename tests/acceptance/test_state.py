@@ -209,11 +209,6 @@ def test_unlock(deploy: Deploy) -> None:
     assert not deploy.lock_path_exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SPEC §4 lists `state ... resolve|forget|unlock [--format text|json]`;"
-    " only list and show accept --format",
-)
 @pytest.mark.parametrize("args", [["resolve", "s03", "--sent"], ["forget", "s01"], ["unlock"]])
 def test_repairs_accept_format_json(mixed: Deploy, args: list[str]) -> None:
     result = mixed.run("state", *args, "--format", "json")

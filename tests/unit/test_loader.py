@@ -235,10 +235,6 @@ def test_quoted_scalars_are_strings() -> None:
     assert one("a: '12'\nb: \"yes\"\nc: 'null'\n") == {"a": "12", "b": "yes", "c": "null"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resolve_scalar turns .inf into a float but not .nan (YAML 1.2 core schema): float('.nan') fails, so the loader refuses it as yaml-syntax",
-)
 def test_nan_is_a_float() -> None:
     assert math.isnan(one("a: .nan\n")["a"])
 
@@ -256,12 +252,6 @@ def test_document_end_markers() -> None:
     assert [d.value for d in documents] == [{"a": 1}, {"b": 2}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: libyaml reports an empty document as an empty plain scalar, not as"
-    " DocumentStart+DocumentEnd, so _Builder never skips it: a stray '---' is a None document"
-    " (lint: 'a spec document must be a mapping')",
-)
 @pytest.mark.parametrize("text", ["a: 1\n---\n", "---\n# nothing\n---\na: 1\n", "---\n---\na: 1\n"])
 def test_empty_documents_are_skipped(text: str) -> None:
     assert [d.value for d in load_text(text, "f.yaml").documents] == [{"a": 1}]

@@ -238,11 +238,6 @@ def test_missing_vars_file_is_an_error(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: click's exists=True makes a missing --var-file a usage error with exit 2,"
-    " which `plan --detailed-exitcode` documents as 'something to send' (SPEC §4: errors exit 1)",
-)
 def test_missing_var_file_option_exits_1(tmp_path: Path) -> None:
     project(tmp_path, {"x.yaml": CLEAN_SPEC.format(name="x")})
     result = cli(["lint", "--var-file", "missing.yaml"])
@@ -273,7 +268,7 @@ def test_a_vars_file_that_is_not_a_mapping_is_a_finding(tmp_path: Path) -> None:
         (
             "version: 1\nenvironments:\n  local: {api_ur: emulator}\n",
             "xpdeploy.yaml:3:11",
-            "unknown-field: environments.local.api_ur: unknown field",
+            "unknown-field environments.local.api_ur: unknown field",
         ),
         ("version: 1\nenvironments: {Local: {}}\n", "xpdeploy.yaml:2:16", "pattern"),
         ("- version: 1\n", "xpdeploy.yaml:1", "must be a mapping"),
@@ -285,21 +280,16 @@ def test_invalid_project_files_are_positioned_errors(
     tmp_path: Path, text: str, where: str, message: str
 ) -> None:
     make_tree(tmp_path, {"xpdeploy.yaml": text, "campaigns/x.yaml": CLEAN_SPEC.format(name="x")})
-    result = cli(["lint"])
+    result = cli(["render"])  # lint reports these on stdout, in its format; see test_lint
     assert result.exit_code == 1
-    assert f"Error: {where}" in result.stderr and message in result.stderr
+    assert where in result.stderr and message in result.stderr
     assert "internal error" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validation._known_fields does not step through dict/list field types, so"
-    " unknown keys under environments.<name> (or payload_add[i]) get no 'did you mean' hint",
-)
 def test_unknown_environment_keys_get_a_hint(tmp_path: Path) -> None:
     text = "version: 1\nenvironments:\n  local: {guards: {max_target: 3}}\n"
     make_tree(tmp_path, {"xpdeploy.yaml": text, "campaigns/x.yaml": CLEAN_SPEC.format(name="x")})
-    assert "did you mean 'max_targets'?" in cli(["lint"]).stderr
+    assert "did you mean 'max_targets'?" in cli(["lint"]).stdout
 
 
 def test_campaigns_folder_must_exist(tmp_path: Path) -> None:

@@ -1,0 +1,168 @@
+"""The benchmark of issue "Performance": run it with `make bench` (or `python bench/run.py`).
+
+Measures, on generated projects, side by side in one run:
+- `xpdeploy lint` of N specs vs `check-jsonschema --schemafile schema/spec.schema.json`
+  on the same files vs the bare C YAML parse of those files (the floor);
+- `xpdeploy plan` of the same project (target: at most 1.2x lint);
+- start-up: `xpdeploy --help` and a one-spec `lint` vs `python -c pass`;
+- memory: rendering one spec with 100,000 recipients vs the size of its body;
+- apply throughput against the in-process emulator with --parallelism 8.
+
+Prints a table of medians and ratios (markdown, for the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from generate import generate, wide_spec_text
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+XPDEPLOY = [sys.executable, "-m", "xpdeploy"]
+
+FLOOR = """
+import sys
+from pathlib import Path
+from ruamel.yaml.cyaml import CParser
+from ruamel.yaml.events import StreamEndEvent
+for path in sorted(Path(sys.argv[1]).glob('*.yaml')):
+    parser = CParser(path.read_text())
+    while not isinstance(parser.get_event(), StreamEndEvent):
+        pass
+"""
+
+MEMORY = """
+import json, sys, tracemalloc
+from pathlib import Path
+from xpdeploy.lint import check
+from xpdeploy.project import Overrides, load_project
+from xpdeploy.when import utcnow
+project = load_project(Path(sys.argv[1]))
+tracemalloc.start()
+result = check(project, ["local"], Overrides(), utcnow())
+size, peak = tracemalloc.get_traced_memory()
+body = result.executions["local"][0].body
+print(json.dumps({"peak": peak, "body": len(json.dumps(body)), "errors": len(result.errors)}))
+"""
+
+
+def timed(command: list[str], cwd: Path, runs: int) -> float:
+    """Median wall time of a command, in seconds; it must succeed."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(
+                f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            )
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--specs", type=int, default=1000)
+    parser.add_argument("--recipients", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--big", type=int, default=100_000, help="recipients of the memory test")
+    parser.add_argument("--apply", type=int, default=1000, help="executions of the apply test")
+    args = parser.parse_args()
+    check_jsonschema = shutil.which("check-jsonschema", path=str(BIN)) or shutil.which(
+        "check-jsonschema"
+    )
+    if not check_jsonschema:
+        raise SystemExit("check-jsonschema is missing: pip install -e '.[bench]'")
+    rows: list[tuple[str, float, str]] = []
+    with tempfile.TemporaryDirectory(prefix="xpdeploy-bench-") as tmp:
+        work = Path(tmp)
+        project = work / "big"
+        specs = generate(project, args.specs, args.recipients)
+        files = sorted(str(p) for p in specs.glob("*.yaml"))
+        n = f"{args.specs} specs x {args.recipients} recipients"
+        floor = timed([sys.executable, "-c", FLOOR, str(specs)], project, args.runs)
+        lint = timed([*XPDEPLOY, "lint"], project, args.runs)
+        plan = timed([*XPDEPLOY, "plan", "--format", "json"], project, args.runs)
+        cj = timed(
+            [check_jsonschema, "--schemafile", str(ROOT / "schema/spec.schema.json"), *files],
+            project,
+            max(1, args.runs // 2),
+        )
+        rows += [
+            (f"bare C YAML parse ({n}), the floor", floor, f"{floor / cj:.2f}x check-jsonschema"),
+            (f"check-jsonschema --schemafile ({n})", cj, "1.00x"),
+            (f"xpdeploy lint ({n})", lint, f"{lint / cj:.2f}x check-jsonschema"),
+            (f"xpdeploy plan ({n})", plan, f"{plan / lint:.2f}x lint (target <= 1.2x)"),
+        ]
+        small = work / "small"
+        generate(small, 1, args.recipients)
+        bare = timed([sys.executable, "-c", "pass"], small, args.runs * 2)
+        helptime = timed([*XPDEPLOY, "--help"], small, args.runs * 2)
+        small_lint = timed([*XPDEPLOY, "lint"], small, args.runs * 2)
+        rows += [
+            ("python -c pass", bare, ""),
+            ("xpdeploy --help", helptime, f"+{(helptime - bare) * 1000:.0f} ms (target < 150 ms)"),
+            (
+                "xpdeploy lint, one spec",
+                small_lint,
+                f"+{(small_lint - bare) * 1000:.0f} ms (target < 150 ms)",
+            ),
+        ]
+        big = work / "wide"
+        generate(big, 0, 0)
+        (big / "campaigns" / "wide.yaml").write_text(wide_spec_text(args.big), encoding="utf-8")
+        memory = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", MEMORY, str(big)], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        ratio = memory["peak"] / memory["body"]
+        rows.append(
+            (
+                f"render one spec of {args.big} recipients: peak traced memory",
+                0.0,
+                f"{memory['peak'] / 2**20:.1f} MiB = {ratio:.1f}x the {memory['body'] / 2**20:.1f} MiB body (target < 10x)",
+            )
+        )
+        sends = work / "sends"
+        generate(sends, args.apply, 2)
+        env = {**os.environ, "XPDEPLOY_API_URL": "emulator"}
+        start = time.perf_counter()
+        done = subprocess.run(
+            [*XPDEPLOY, "apply", "--auto-approve", "--parallelism", "8"],
+            cwd=sends,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(done.stdout[-2000:] + done.stderr[-2000:])
+        rows.append(
+            (
+                f"apply {args.apply} executions, --parallelism 8, emulator",
+                elapsed,
+                f"{args.apply / elapsed:.0f} executions/s (target >= 200)",
+            )
+        )
+    print(f"| measurement (median of {args.runs}) | seconds | ratio |")
+    print("|---|---:|---|")
+    for name, seconds, note in rows:
+        print(f"| {name} | {seconds:.3f} | {note} |" if seconds else f"| {name} | | {note} |")
+
+
+if __name__ == "__main__":
+    main()
