@@ -4,21 +4,50 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 APPTOKEN_KEY = "apptoken"
 MASK = "***"
 
 
+_CHUNK = 256  # containers larger than this are encoded entry by entry
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _chunks(value: Any, top: bool = False) -> Iterator[str]:
+    """The canonical encoding in pieces, so a 100,000-recipient body is never one string."""
+    if isinstance(value, dict) and (top or len(value) > _CHUNK):
+        yield "{"
+        for i, key in enumerate(sorted(value)):
+            yield ("," if i else "") + _dumps(key) + ":"
+            yield from _chunks(value[key])
+        yield "}"
+    elif isinstance(value, list) and len(value) > _CHUNK:
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _chunks(item)
+        yield "]"
+    else:
+        yield _dumps(value)
+
+
 def canonical_json(body: dict[str, Any]) -> str:
     """Sorted keys, no spaces, UTF-8 text; the apptoken is never part of it."""
-    clean = {k: v for k, v in body.items() if k != APPTOKEN_KEY}
-    return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "".join(_chunks({k: v for k, v in body.items() if k != APPTOKEN_KEY}, top=True))
 
 
 def body_sha256(body: dict[str, Any]) -> str:
-    """SHA-256 hex digest of the canonical body."""
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    """SHA-256 hex digest of the canonical body, computed piece by piece."""
+    digest = hashlib.sha256()
+    for chunk in _chunks({k: v for k, v in body.items() if k != APPTOKEN_KEY}, top=True):
+        digest.update(chunk.encode("utf-8"))
+    return digest.hexdigest()
 
 
 def pretty_json(body: dict[str, Any]) -> str:

@@ -323,12 +323,13 @@ def load_file(path: Path, display: str) -> LoadResult:
     text, problems = read_text(path, display)
     if text is None:
         return LoadResult([], problems)
-    return load_text(text, display)
+    # Positions are rarely needed: the locator re-reads the file then, not keeping the text.
+    return load_text(text, display, Locator(None, path))
 
 
-def load_text(text: str, display: str) -> LoadResult:
+def load_text(text: str, display: str, locator: Locator | None = None) -> LoadResult:
     """Load every document of YAML text; a file that fails yields no documents."""
-    locator = Locator(text)
+    locator = locator or Locator(text)
     builder = _Builder(_Parser(text), display)
     documents: list[Document] = []
     try:
@@ -365,10 +366,19 @@ def _dispose(parser: Any) -> None:
 class Locator:
     """Finds the position of a key path by composing the file's nodes, lazily, once."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str | None, path: Path | None = None) -> None:
         self.text = text
+        self.path = path
         self.safe = False
         self._roots: list[Any] | None = None
+
+    def _text(self) -> str:
+        if self.text is None and self.path is not None:
+            try:
+                return self.path.read_bytes().decode("utf-8-sig")
+            except (OSError, UnicodeDecodeError):
+                return ""  # the file changed under us: positions fall back to 1:1
+        return self.text or ""
 
     def _documents(self) -> list[Any]:
         if self._roots is None:
@@ -381,7 +391,7 @@ class Locator:
                         _Parser.__init__(self, text)
                         BaseResolver.__init__(self, loadumper=self)
 
-                composer = _Composer(self.text)
+                composer = _Composer(self._text())
                 try:
                     while composer.check_node():
                         roots.append(composer.get_node())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 TARGET_BY = ("user_id", "id", "external_id", "token", "email")
 MESSAGE_TYPES = ("1", "2", "3", "6", "7", "8", "9")
@@ -18,6 +18,33 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 Flag = Literal[0, 1]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 Identifier = NonEmptyStr | int
+
+
+def _recipients(value: Any) -> Any:
+    """Identifier → variables, checked in place: a 100,000-recipient map is never copied."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise ValueError("must be a non-empty mapping of recipient identifiers to their variables")
+    for key, params in value.items():
+        if not isinstance(params, dict):
+            raise ValueError(
+                f"the variables of recipient {key!r} must be a mapping, not {type(params).__name__}"
+            )
+    return value
+
+
+Recipients = Annotated[
+    Any,
+    AfterValidator(_recipients),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"type": "object", "additionalProperties": True},
+        }
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -41,8 +68,8 @@ class ExecuteBody(_Strict):
     target_by: Literal["user_id", "id", "external_id", "token", "email"] | None = Field(
         None, description="Which identifier target / target_with_params hold; default device id."
     )
-    target_with_params: dict[str, dict[str, Any]] | None = Field(
-        None, min_length=1, description="Identifier → per-recipient template variables."
+    target_with_params: Recipients = Field(
+        None, description="Identifier → per-recipient template variables."
     )
     params: dict[str, Any] | None = Field(
         None, description="Template variables for every recipient (external_message_id too)."
