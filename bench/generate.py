@@ -41,7 +41,7 @@ execute:
   target_with_params:
 """
 
-RECIPIENT = '    crm-{n:05d}-{r:03d}: {{fname: "User{r}", balance: "{{{{ bonus + {r} }}}} {{{{ currency }}}}"}}\n'
+RECIPIENT = '    crm-{n:05d}-{r:03d}: {{fname: "User{r}", balance: "{{{{ bonus }}}} {{{{ currency }}}}", tier: {r}}}\n'
 
 SPEC_TAIL = """\
   params:

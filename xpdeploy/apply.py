@@ -17,8 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpdeploy.client import Outcome
 from xpdeploy.ledger import Event, EventKind, Ledger, LedgerState, utc_now
+from xpdeploy.outcome import Outcome
 from xpdeploy.plan import Action, Plan, PlannedAction
 
 Sender = Callable[[dict[str, Any]], Outcome]

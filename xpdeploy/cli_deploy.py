@@ -15,7 +15,7 @@ from xpdeploy.cli import PLAN_FORMATS, common, main
 from xpdeploy.errors import ExitCode, UserError
 
 if TYPE_CHECKING:
-    from xpdeploy.client import Outcome
+    from xpdeploy.outcome import Outcome
     from xpdeploy.plan import Plan, PlannedAction
     from xpdeploy.session import Session
 

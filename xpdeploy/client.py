@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
 from xpdeploy import __version__
+from xpdeploy.outcome import Outcome
 
 EXECUTE_PATH = "/api/external/execute/campaign"
 MASK = "***"
@@ -38,17 +39,6 @@ _RETRY_STATUSES = frozenset({429, 503})
 _MAX_MESSAGE = 300
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one execute call came to, in the ledger's terms; never holds the apptoken."""
-
-    status: Literal["applied", "failed", "unknown"]
-    http_status: int | None
-    response: Any
-    message: str
-    attempts: int
 
 
 @dataclass(frozen=True)

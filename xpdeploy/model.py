@@ -48,7 +48,7 @@ Recipients = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class PayloadPair(_Strict):

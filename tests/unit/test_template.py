@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from xpdeploy.loader import RawStr, load_text
-from xpdeploy.template import MAX_ITERATIONS, Renderer, TemplateProblem, is_template
+from xpdeploy.sandbox import MAX_ITERATIONS, environment
+from xpdeploy.template import Renderer, TemplateProblem, is_template
 
 VARS = {"bonus": 100, "ids": [1, 2], "brand": "Acme", "user": {"name": "Ana"}, "flag": True}
 
@@ -146,7 +147,7 @@ def test_walk_reports_each_problem_with_its_path() -> None:
 
 
 def test_each_template_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = Renderer.env()
+    env = environment()
     compiled: list[object] = []
     real_compile = env.compile
 
@@ -164,6 +165,37 @@ def test_each_template_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None
     assert [Renderer({"n": n}).render(native) for n in (1, 2)] == [7919, 15838]
     assert len(compiled) == 2  # one per distinct template string, whatever the variables
     assert Renderer.compile(text) is Renderer.compile(text)
+
+
+def test_variable_paths_do_not_load_jinja() -> None:
+    """`{{ a.b }}` placeholders are filled without importing Jinja at all."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from xpdeploy.template import Renderer\n"
+        "r = Renderer({'ids': {'w': 7}, 'env': 'prod'})\n"
+        "assert r.render('{{ ids.w }}') == 7\n"
+        "assert r.render('x-{{ env }}-{{ ids.w }}') == 'x-prod-7'\n"
+        "assert 'jinja2' not in sys.modules, 'jinja2 was imported'\n"
+        "assert r.render('{{ ids.w + 1 }}') == 8 and 'jinja2' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fast_path_agrees_with_jinja() -> None:
+    """The same strings, rendered with and without the fast path, give the same values."""
+    variables = {"a": {"b": 1, "items": 2, "l": [1, 2]}, "s": "x", "n": None, "f": 1.5, "t": True}
+    sources = ["{{ a.b }}", " {{ a.l }} ", "{{ s }}-{{ a.b }}", "{{ n }}", "v{{ f }}", "{{ t }}"]
+    sources += ["{{ a }}", "{{a.b}}{{a.b}}", "{{ a.items }}"]
+    renderer = Renderer(variables)
+    from xpdeploy import sandbox
+
+    context = sandbox.context(variables)
+    for source in sources:
+        kind, compiled = sandbox.compile_template(source)
+        assert renderer.render(source) == sandbox.render(kind, compiled, context), source
 
 
 def test_strings_without_markers_never_reach_jinja(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any
@@ -12,7 +11,7 @@ import click
 from xpdeploy.canonical import masked, pretty_json
 from xpdeploy.plan import Action, Plan, PlannedAction
 from xpdeploy.redact import redact
-from xpdeploy.report import Registry, use_color
+from xpdeploy.report import Registry, json_document, use_color
 from xpdeploy.report.markdown import Budget, cell, details, fenced
 
 FORMAT_VERSION = 1
@@ -163,4 +162,4 @@ class JsonPlan(PlanReporter):
             "actions": actions,
             "summary": plan.summary(),
         }
-        self.out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        self.out.write(json_document(document, "actions"))
