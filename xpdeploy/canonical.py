@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 APPTOKEN_KEY = "apptoken"
@@ -58,3 +58,19 @@ def pretty_json(body: dict[str, Any]) -> str:
 def masked(body: dict[str, Any]) -> dict[str, Any]:
     """The body as shown to people: the apptoken slot shown as ``***``, first."""
     return {APPTOKEN_KEY: MASK, **{k: v for k, v in body.items() if k != APPTOKEN_KEY}}
+
+
+def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:
+    """A copy of a JSON value with every secret string replaced by ``***``, keys included."""
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, list):
+        return [mask_secrets(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {mask_secrets(k, secrets): mask_secrets(v, secrets) for k, v in value.items()}
+    return value

@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 
 from xpdeploy import __version__
+from xpdeploy.canonical import MASK, mask_secrets
 from xpdeploy.outcome import Outcome
 
 EXECUTE_PATH = "/api/external/execute/campaign"
-MASK = "***"
 
 # Raised before any byte of the request was written: safe to send again.
 _NOT_SENT: tuple[type[Exception], ...] = (
@@ -220,15 +220,7 @@ class ExecuteClient:
 
     def _redact(self, value: Any) -> Any:
         """A copy of a JSON value with the apptoken masked wherever it appears."""
-        if not self._apptoken:
-            return value
-        if isinstance(value, str):
-            return value.replace(self._apptoken, MASK)
-        if isinstance(value, list):
-            return [self._redact(v) for v in value]
-        if isinstance(value, dict):
-            return {self._redact(k): self._redact(v) for k, v in value.items()}
-        return value
+        return mask_secrets(value, [self._apptoken])
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
