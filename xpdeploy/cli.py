@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,6 +55,8 @@ class Boundary(click.Group):
             fail("interrupted", 130)
         except Exception as exc:
             if ctx.meta.get("xpdeploy.debug"):
+                import traceback
+
                 traceback.print_exc()
             fail(
                 f"internal error (a bug in xpdeploy {__version__}): {type(exc).__name__}: {exc}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 TARGET_BY = ("user_id", "id", "external_id", "token", "email")
 MESSAGE_TYPES = ("1", "2", "3", "6", "7", "8", "9")
@@ -16,7 +16,7 @@ RETRY_PERIODS = ("hours", "days", "weeks")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 
 Flag = Literal[0, 1]
-NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
 Identifier = NonEmptyStr | int
 
 
@@ -113,9 +113,7 @@ EXECUTE_FIELDS = tuple(ExecuteBody.model_fields)
 class Spec(_Strict):
     """One campaign execution as kept in git."""
 
-    name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] = Field(
-        description="Unique in the project."
-    )
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] = Field(description="Unique in the project.")
     revision: Annotated[int, Field(ge=1)] = Field(
         1, description="Bump it to send an applied execution again."
     )
@@ -130,7 +128,7 @@ class Spec(_Strict):
 class SpecHeader(_Strict):
     """A spec before rendering: everything but the body, which is checked after."""
 
-    name: Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     revision: Annotated[int, Field(ge=1)] = 1
     description: str | None = None
     environments: list[NonEmptyStr] | None = None
@@ -152,7 +150,7 @@ class Environment(_Strict):
         "https://external-api.xtremepush.com",
         description="'emulator' for the built-in emulator; US: https://api.us.xtremepush.com",
     )
-    apptoken_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
+    apptoken_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
         "XPDEPLOY_APPTOKEN", description="NAME of the environment variable holding the token."
     )
     vars_files: list[NonEmptyStr] = Field(default_factory=list)
@@ -182,8 +180,8 @@ class ProjectFile(_Strict):
     version: Literal[1]
     campaigns: NonEmptyStr = "campaigns"
     vars: dict[str, Any] = Field(default_factory=dict)
-    environments: dict[Annotated[str, StringConstraints(pattern=NAME_PATTERN)], Environment] = (
-        Field(min_length=1)
+    environments: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Environment] = Field(
+        min_length=1
     )
     default_environment: str | None = None
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
