@@ -1,0 +1,428 @@
+"""`xpdeploy diff --base REF`: the project at a git ref against the work tree (SPEC §4)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import cli, make_tree, project, project_text
+
+from xpdeploy.report.markdown import COMMENT_LIMIT
+
+ENVS: dict[str, Any] = {"local": {"api_url": "emulator"}, "staging": {"api_url": "emulator"}}
+MARKER = "<!-- xpdeploy diff -->"
+GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+GIT += ["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"]
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run([*GIT, *args], cwd=root, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def commit(root: Path, message: str = "base") -> None:
+    if not (root / ".git").exists():
+        git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def spec(name: str, text: str = "Hello", environments: list[str] | None = None) -> str:
+    lines = [f"name: {name}"]
+    if environments is not None:
+        lines.append(f"environments: {json.dumps(environments)}")
+    lines += [
+        "execute:",
+        "  id: 42",
+        "  target_by: user_id",
+        "  target: [crm-user-1]",
+        "  params:",
+        f'    external_message_id: "{name}-{{{{ env }}}}"',
+        f"    text: {json.dumps(text)}",
+        '  time: "2031-01-01 12:00 UTC"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_spec(root: Path, name: str, **kwargs: Any) -> None:
+    make_tree(root, {f"campaigns/{name}.yaml": spec(name, **kwargs)})
+
+
+def diff_json(*args: str, base: str = "HEAD") -> dict[str, Any]:
+    result = cli(["diff", "--base", base, "--format", "json", *args])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def changed(document: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(c["environment"], c["name"], c["change"]) for c in document["changes"]}
+
+
+def three_way(root: Path) -> None:
+    """keep (unchanged), change (edited), gone (deleted), new + fresh (added), in 2 envs."""
+    project(root, {f"{n}.yaml": spec(n) for n in ("keep", "change", "gone")}, ENVS)
+    commit(root)
+    write_spec(root, "change", text="Hello again")
+    (root / "campaigns" / "gone.yaml").unlink()
+    write_spec(root, "new", text="Brand new")
+    write_spec(root, "fresh")
+
+
+EXPECTED = {
+    (env, name, kind)
+    for env in ENVS
+    for name, kind in (
+        ("change", "modified"),
+        ("gone", "removed"),
+        ("new", "added"),
+        ("fresh", "added"),
+    )
+}
+
+
+def body_of(diff: str, sign: str) -> dict[str, Any]:
+    """The JSON body spelled by the `sign` lines of a one-sided unified diff."""
+    lines = [line[1:] for line in diff.splitlines()[3:]]  # skip ---, +++, @@
+    assert all(line.startswith(sign) for line in diff.splitlines()[3:])
+    loaded: dict[str, Any] = json.loads("\n".join(lines))
+    return loaded
+
+
+# --- what changed, in each format ---------------------------------------------------------
+
+
+def test_json_added_removed_modified_per_environment(tmp_path: Path) -> None:
+    three_way(tmp_path)
+    document = diff_json()
+    assert document["format_version"] == 1 and document["base"] == "HEAD"
+    assert changed(document) == EXPECTED
+    assert all(set(c) >= {"environment", "name", "change", "diff"} for c in document["changes"])
+    by_key = {(c["environment"], c["name"]): c["diff"] for c in document["changes"]}
+    modified = by_key[("staging", "change")].splitlines()
+    assert modified[:2] == ["--- HEAD/staging/change", "+++ work-tree/staging/change"]
+    assert '-    "text": "Hello"' in modified and '+    "text": "Hello again"' in modified
+    assert [line for line in modified if line[:1] in "+-"][2:] == [
+        '-    "text": "Hello"',
+        '+    "text": "Hello again"',
+    ]
+    # added / removed spell the whole canonical body, the one render sends
+    rendered = json.loads(cli(["render", "-e", "staging", "new"]).stdout)["executions"][0]["body"]
+    rendered.pop("apptoken")
+    assert body_of(by_key[("staging", "new")], "+") == rendered
+    gone = body_of(by_key[("local", "gone")], "-")
+    assert gone["params"] == {"external_message_id": "gone-local", "text": "Hello"}
+
+
+def test_text_format(tmp_path: Path) -> None:
+    three_way(tmp_path)
+    result = cli(["diff", "--base", "HEAD"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for env in ENVS:
+        assert f"~ {env}/change modified" in lines
+        assert f"+ {env}/new added" in lines
+        assert f"- {env}/gone removed" in lines
+    assert not any("keep" in line for line in lines)
+    assert '    +    "text": "Hello again"' in lines
+    assert lines[-1] == "Diff against HEAD: 4 added, 2 modified, 2 removed."
+
+
+def test_markdown_format(tmp_path: Path) -> None:
+    three_way(tmp_path)
+    result = cli(["diff", "--base", "HEAD", "--format", "markdown"])
+    text = result.stdout
+    assert result.exit_code == 0 and text.startswith(MARKER + "\n")
+    assert "| | environment | execution | change |" in text
+    assert "| ~ | staging | `change` | modified |" in text
+    assert "| + | local | `new` | added |" in text
+    assert "| - | local | `gone` | removed |" in text
+    assert text.count("<details>") == text.count("</details>") == 8
+    assert "```diff" in text and '+    "text": "Hello again"' in text
+    assert "keep" not in text and "left out" not in text
+
+
+def test_markdown_fits_a_comment_and_says_what_was_left_out(tmp_path: Path) -> None:
+    docs = [spec(f"e{i:04d}", text="{{ word }} " + str(i)) for i in range(1000)]
+    make_tree(
+        tmp_path,
+        {
+            "xpdeploy.yaml": project_text(vars={"word": "one"}),
+            "campaigns/all.yaml": "---\n".join(docs),
+        },
+    )
+    commit(tmp_path)
+    make_tree(tmp_path, {"xpdeploy.yaml": project_text(vars={"word": "two"})})
+    assert len(diff_json()["changes"]) == 1000
+    text = cli(["diff", "--base", "HEAD", "--format", "markdown"]).stdout
+    assert len(text) <= COMMENT_LIMIT and text.startswith(MARKER)
+    assert "| | environment | execution | change |" in text
+    rows = len(re.findall(r"^\| ~ \| local \| `e\d{4}` \| modified \|$", text, re.MULTILINE))
+    blocks = text.count("<details>")
+    assert 0 < blocks < 1000 and text.count("</details>") == blocks
+    left = re.search(r"(\d+) row\(s\) and (\d+) diff\(s\) left out", text)
+    assert left, text[-500:]
+    assert rows + int(left.group(1)) == 1000
+    assert blocks + int(left.group(2)) == 1000
+
+
+# --- shared variables -------------------------------------------------------------------
+
+
+def vars_project(root: Path, brand: str = "Acme", staging_greeting: str = "Hi") -> None:
+    environments = {
+        "local": {"api_url": "emulator"},
+        "staging": {"api_url": "emulator", "vars_files": ["vars/staging.yaml"]},
+        "production": {"api_url": "emulator", "vars": {"brand": "ProdCo"}},
+    }
+    text = "{{ greeting }} from {{ brand }}"
+    make_tree(
+        root,
+        {
+            "xpdeploy.yaml": project_text(environments, vars={"brand": brand}),
+            "vars/staging.yaml": f"greeting: {staging_greeting}\n",
+            "campaigns/s1.yaml": "vars: {greeting: Hello}\n" + spec("s1", text),
+            "campaigns/s2.yaml": "vars: {greeting: Hello}\n" + spec("s2", text),
+            "campaigns/s3.yaml": "vars: {greeting: Hello}\n"
+            + spec("s3", text, environments=["staging", "production"]),
+            "campaigns/s4.yaml": spec("s4", "no variables here"),
+        },
+    )
+
+
+def test_vars_file_change_shows_on_every_execution_of_that_environment_only(
+    tmp_path: Path,
+) -> None:
+    vars_project(tmp_path)
+    commit(tmp_path)
+    vars_project(tmp_path, staging_greeting="Howdy")
+    document = diff_json()
+    assert changed(document) == {("staging", n, "modified") for n in ("s1", "s2", "s3")}
+    assert all('+    "text": "Howdy from Acme"' in c["diff"] for c in document["changes"])
+
+
+def test_project_vars_change_shows_where_not_overridden(tmp_path: Path) -> None:
+    vars_project(tmp_path)
+    commit(tmp_path)
+    vars_project(tmp_path, brand="Acme Two")
+    expected = {("local", "s1"), ("local", "s2"), ("staging", "s1")}
+    expected |= {("staging", "s2"), ("staging", "s3")}  # production sets its own brand
+    assert changed(diff_json()) == {(e, n, "modified") for e, n in expected}
+
+
+# --- the repository is left as it was -------------------------------------------------
+
+
+def repo_state(root: Path) -> tuple[str, ...]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts)
+    return (
+        git(root, "status", "--porcelain", "--untracked-files=all"),
+        git(root, "diff", "--cached"),
+        git(root, "diff"),
+        git(root, "rev-parse", "HEAD"),
+        git(root, "stash", "list"),
+        *(f"{p}:{p.read_text(encoding='utf-8')}" for p in files),
+    )
+
+
+def test_work_tree_and_index_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path.parent / f"{tmp_path.name}-tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    project(tmp_path, {f"{n}.yaml": spec(n) for n in ("staged", "unstaged", "same")}, ENVS)
+    commit(tmp_path)
+    write_spec(tmp_path, "staged", text="staged edit")
+    git(tmp_path, "add", "campaigns/staged.yaml")
+    write_spec(tmp_path, "unstaged", text="unstaged edit")
+    write_spec(tmp_path, "untracked")
+    before = repo_state(tmp_path)
+    assert "M  campaigns/staged.yaml" in before[0] and " M campaigns/unstaged.yaml" in before[0]
+    for fmt in ("text", "json", "markdown"):
+        assert cli(["diff", "--base", "HEAD", "--format", fmt]).exit_code == 0
+    assert repo_state(tmp_path) == before
+    assert list(scratch.iterdir()) == []  # the checkout of the base is cleaned up
+    document = diff_json()
+    assert changed(document) == {
+        (env, name, kind)
+        for env in ENVS
+        for name, kind in (("staged", "modified"), ("unstaged", "modified"), ("untracked", "added"))
+    }
+
+
+# --- environments, exit codes ------------------------------------------------------------
+
+
+def test_environment_selection(tmp_path: Path) -> None:
+    three_way(tmp_path)
+    assert {c[0] for c in changed(diff_json())} == {"local", "staging"}  # not just the default
+    assert changed(diff_json("-e", "staging")) == {c for c in EXPECTED if c[0] == "staging"}
+    assert changed(diff_json("--env", "local")) == {c for c in EXPECTED if c[0] == "local"}
+    assert changed(diff_json("-e", "staging", "--all-envs")) == EXPECTED
+    assert changed(diff_json("--all-envs")) == EXPECTED
+    result = cli(["diff", "--base", "HEAD", "-e", "prod"])
+    assert result.exit_code == 1 and "prod" in result.stderr
+
+
+def test_detailed_exitcode(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a")}, ENVS)
+    commit(tmp_path)
+    for fmt in ("text", "json", "markdown"):
+        assert cli(["diff", "--base", "HEAD", "--format", fmt]).exit_code == 0
+        assert (
+            cli(["diff", "--base", "HEAD", "--format", fmt, "--detailed-exitcode"]).exit_code == 0
+        )
+    quiet = cli(["diff", "--base", "HEAD", "--format", "markdown"]).stdout
+    assert quiet.startswith(MARKER) and "No request body changes." in quiet
+    assert diff_json()["changes"] == []
+    write_spec(tmp_path, "a", text="changed")
+    assert cli(["diff", "--base", "HEAD"]).exit_code == 0
+    for fmt in ("text", "json", "markdown"):
+        assert (
+            cli(["diff", "--base", "HEAD", "--format", fmt, "--detailed-exitcode"]).exit_code == 2
+        )
+    assert cli(["diff", "--base", "HEAD", "-e", "local", "--detailed-exitcode"]).exit_code == 2
+
+
+def test_committed_changes_against_a_branch(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a"), "b.yaml": spec("b")}, ENVS)
+    commit(tmp_path)
+    git(tmp_path, "checkout", "-q", "-b", "feature")
+    write_spec(tmp_path, "a", text="on the branch")
+    commit(tmp_path, "feature work")
+    assert diff_json(base="HEAD")["changes"] == []
+    assert changed(diff_json(base="main")) == {(e, "a", "modified") for e in ENVS}
+    document = diff_json(base="HEAD~1")
+    assert document["base"] == "HEAD~1" and len(document["changes"]) == 2
+
+
+# --- a base that does not lint, bad refs, a broken work tree ------------------------------
+
+BROKEN = {
+    "yaml": "name: bad\nexecute: [\n",
+    "undefined-variable": spec("bad", text="{{ not_defined_anywhere }}"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_base_that_does_not_lint_is_a_note(tmp_path: Path, kind: str) -> None:
+    project(tmp_path, {"good.yaml": spec("good"), "bad.yaml": BROKEN[kind]}, ENVS)
+    commit(tmp_path)
+    write_spec(tmp_path, "bad", text="fixed")
+    document = diff_json()
+    assert changed(document) == {(env, "bad", "added") for env in ENVS}
+    assert any("HEAD" in note for note in document["notes"]), document["notes"]
+    text = cli(["diff", "--base", "HEAD", "--detailed-exitcode"])
+    assert text.exit_code == 2 and "note:" in text.stdout
+    assert "+ local/bad added" in text.stdout
+    markdown = cli(["diff", "--base", "HEAD", "--format", "markdown"]).stdout
+    assert "\n> " in markdown and "HEAD" in markdown
+
+
+def test_base_project_file_invalid_is_a_note(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a")}, ENVS)
+    make_tree(tmp_path, {"xpdeploy.yaml": "version: 1\nenvironments: {}\nbogus: 1\n"})
+    commit(tmp_path)
+    make_tree(tmp_path, {"xpdeploy.yaml": project_text(ENVS)})
+    document = diff_json()
+    assert changed(document) == {(env, "a", "added") for env in ENVS}
+    assert len(document["notes"]) == 1 and "HEAD" in document["notes"][0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the note for a base project file that does not validate names the deleted "
+    "temporary checkout (/tmp/xpdeploy-base-…/xpdeploy.yaml) and says 'fix the above first' "
+    "with nothing above it",
+)
+def test_base_project_file_note_names_no_temporary_folder(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a")}, ENVS)
+    make_tree(tmp_path, {"xpdeploy.yaml": "version: 1\nenvironments: {}\nbogus: 1\n"})
+    commit(tmp_path)
+    make_tree(tmp_path, {"xpdeploy.yaml": project_text(ENVS)})
+    note = diff_json()["notes"][0]
+    assert "xpdeploy-base-" not in note and "the above" not in note
+
+
+def test_project_missing_at_base_makes_everything_added(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"README.md": "nothing here yet\n"})
+    commit(tmp_path)
+    project(tmp_path, {"a.yaml": spec("a"), "b.yaml": spec("b")}, ENVS)
+    document = diff_json()
+    assert changed(document) == {(e, n, "added") for e in ENVS for n in ("a", "b")}
+    assert len(document["notes"]) == 1 and "xpdeploy.yaml" in document["notes"][0]
+
+
+def test_unknown_ref_is_an_error_naming_it(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a")}, ENVS)
+    commit(tmp_path)
+    result = cli(["diff", "--base", "no-such-branch"])
+    assert result.exit_code == 1
+    assert "no-such-branch" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_outside_a_git_repository_is_an_error(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a")}, ENVS)
+    result = cli(["diff", "--base", "HEAD"])
+    assert result.exit_code == 1 and "Error" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_work_tree_that_does_not_lint_fails_with_the_findings(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a")}, ENVS)
+    commit(tmp_path)
+    make_tree(tmp_path, {"campaigns/a.yaml": spec("a", text="{{ missing_var }}")})
+    result = cli(["diff", "--base", "HEAD", "--detailed-exitcode"])
+    assert result.exit_code == 1
+    assert "campaigns/a.yaml" in result.stderr and "undefined-variable" in result.stderr
+    assert "missing_var" in result.stderr and result.stdout == ""
+
+
+# --- where it runs from ---------------------------------------------------------------------
+
+
+def test_project_in_a_subfolder_of_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = tmp_path / "deploy" / "xp"
+    project(sub, {"a.yaml": spec("a"), "b.yaml": spec("b")}, ENVS)
+    make_tree(tmp_path, {"README.md": "repo\n", "other/notes.txt": "x\n"})
+    commit(tmp_path)
+    write_spec(sub, "a", text="edited")
+    expected = {(env, "a", "modified") for env in ENVS}
+    assert changed(diff_json("--project", "deploy/xp/xpdeploy.yaml")) == expected
+    assert changed(diff_json("--project", "deploy/xp")) == expected
+    monkeypatch.chdir(sub / "campaigns")  # found in a parent folder
+    assert changed(diff_json()) == expected
+    monkeypatch.chdir(tmp_path / "other")
+    assert changed(diff_json("--project", "../deploy/xp/xpdeploy.yaml")) == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the base is read with `git archive`, which applies .gitattributes "
+    "export-ignore: a project under an export-ignored folder 'does not exist' at the base",
+)
+def test_export_ignore_attribute_does_not_hide_the_base(tmp_path: Path) -> None:
+    project(tmp_path / "ops", {"a.yaml": spec("a")}, ENVS)
+    make_tree(tmp_path, {".gitattributes": "ops export-ignore\n"})
+    commit(tmp_path)
+    document = diff_json("--project", "ops/xpdeploy.yaml")
+    assert document["changes"] == [] and document["notes"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the base is read with `git archive`, which expands $Format:…$ in files "
+    "marked export-subst: an unchanged spec shows as modified",
+)
+def test_export_subst_attribute_does_not_change_the_base(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": spec("a", text="$Format:%H$")}, ENVS)
+    make_tree(tmp_path, {".gitattributes": "*.yaml export-subst\n"})
+    commit(tmp_path)
+    assert diff_json()["changes"] == []
