@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import difflib
-import io
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xpdeploy.canonical import pretty_json
-from xpdeploy.errors import UserError
+from xpdeploy.errors import FindingsError, UserError
 from xpdeploy.execution import Execution
 from xpdeploy.lint import CheckResult
 from xpdeploy.redact import redact
-from xpdeploy.session import FindingsError, Session
+from xpdeploy.session import Session
 
 
 @dataclass(frozen=True)
@@ -34,6 +32,7 @@ class Change:
             "name": self.name,
             "change": self.change,
             "diff": self.diff,
+            "redacted_only": self.redacted_only,
         }
 
 
@@ -64,28 +63,48 @@ def checkout(root: Path, ref: str) -> Iterator[Path]:
         raise UserError(
             f"unknown git ref {ref!r} (in CI, check out with fetch-depth: 0 so the base branch exists)"
         ) from None
-    archive = _git(["archive", "--format=tar", ref], top)
+    prefix = root.resolve().relative_to(top.resolve()).as_posix()
     with tempfile.TemporaryDirectory(prefix="xpdeploy-base-") as folder:
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            _extract(tar, folder)
-        yield Path(folder) / root.resolve().relative_to(top.resolve())
+        _write_tree(top, ref, "" if prefix == "." else prefix, Path(folder))
+        yield Path(folder) / prefix
 
 
-def _extract(tar: tarfile.TarFile, folder: str) -> None:
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(folder, filter="data")
-        return
-    # Pythons before the extraction filters: git archives hold no absolute or .. paths,
-    # but check rather than trust.
-    for member in tar.getmembers():
-        if (
-            member.name.startswith("/")
-            or ".." in Path(member.name).parts
-            or member.issym()
-            or member.islnk()
-        ):
+def _write_tree(top: Path, ref: str, prefix: str, folder: Path) -> None:
+    """The blobs under ``prefix`` at ``ref``, byte for byte.
+
+    Read with ls-tree and cat-file rather than ``git archive``, whose export-ignore
+    and export-subst attributes would hide or rewrite files.
+    """
+    listing = _git(["ls-tree", "-r", "-z", "--full-tree", ref, "--", prefix or "."], top)
+    entries = []
+    for record in listing.split(b"\0"):
+        if not record:
             continue
-        tar.extract(member, folder)
+        meta, _, raw_name = record.partition(b"\t")
+        mode, kind, sha = meta.split()
+        if kind == b"blob" and mode in (b"100644", b"100755"):  # no links, no submodules
+            entries.append((sha.decode(), raw_name.decode("utf-8", "surrogateescape")))
+    if not entries:
+        return
+    shas = "".join(f"{sha}\n" for sha, _ in entries).encode()
+    try:
+        out = subprocess.run(
+            ["git", "cat-file", "--batch"], cwd=top, input=shas, capture_output=True, check=True
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        raise UserError(f"git cat-file: {exc.stderr.decode('utf-8', 'replace').strip()}") from None
+    position = 0
+    base = folder.resolve()
+    for _sha, name in entries:
+        header_end = out.index(b"\n", position)
+        size = int(out[position:header_end].split()[2])
+        content = out[header_end + 1 : header_end + 1 + size]
+        position = header_end + 1 + size + 1  # the content is followed by a newline
+        target = (base / name).resolve()
+        if base not in target.parents:
+            continue  # git paths are relative; be sure anyway
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
 
 
 def _bodies(result: CheckResult, environments: Sequence[str]) -> dict[tuple[str, str], Execution]:
@@ -116,8 +135,14 @@ def compare(session: Session, base: str, environments: Sequence[str] | None = No
             try:
                 known = [e for e in envs if e in base_session.project.config.environments]
                 base_result = base_session.check(known)
+            except FindingsError as exc:
+                first = exc.findings[0]
+                result.notes.append(
+                    f"{relative} at {base} is not valid ({first.rule}: {first.message}, line"
+                    f" {first.line}): its executions show as added"
+                )
             except UserError as exc:
-                result.notes.append(f"the project at {base} cannot be read: {exc}")
+                result.notes.append(f"the project at {base} cannot be read: {exc.message}")
             if base_result.errors:
                 result.notes.append(
                     f"the project at {base} has {len(base_result.errors)} lint error(s);"

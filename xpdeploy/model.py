@@ -167,8 +167,11 @@ class EmulatorSettings(_Strict):
     )
 
 
+RedactPath = Annotated[str, Field(pattern=r"^[^.\s]+(\.[^.\s]+)*$")]
+
+
 class Review(_Strict):
-    redact: list[NonEmptyStr] = Field(
+    redact: list[RedactPath] = Field(
         default_factory=list,
         description="Body paths masked in plan, diff and render output, e.g. params.*",
     )

@@ -34,5 +34,7 @@ def redact(body: dict[str, Any], patterns: Sequence[str]) -> dict[str, Any]:
     """A copy of ``body`` with every value matched by a pattern replaced by (redacted)."""
     result: Any = body
     for pattern in patterns:
-        result = _apply(result, _parts(pattern))
+        parts = _parts(pattern)
+        if parts:  # the project schema refuses empty patterns; never mask the whole body
+            result = _apply(result, parts)
     return dict(result)

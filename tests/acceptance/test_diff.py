@@ -333,12 +333,6 @@ def test_base_project_file_invalid_is_a_note(tmp_path: Path) -> None:
     assert len(document["notes"]) == 1 and "HEAD" in document["notes"][0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the note for a base project file that does not validate names the deleted "
-    "temporary checkout (/tmp/xpdeploy-base-…/xpdeploy.yaml) and says 'fix the above first' "
-    "with nothing above it",
-)
 def test_base_project_file_note_names_no_temporary_folder(tmp_path: Path) -> None:
     project(tmp_path, {"a.yaml": spec("a")}, ENVS)
     make_tree(tmp_path, {"xpdeploy.yaml": "version: 1\nenvironments: {}\nbogus: 1\n"})
@@ -403,11 +397,6 @@ def test_project_in_a_subfolder_of_the_repository(
     assert changed(diff_json("--project", "../deploy/xp/xpdeploy.yaml")) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the base is read with `git archive`, which applies .gitattributes "
-    "export-ignore: a project under an export-ignored folder 'does not exist' at the base",
-)
 def test_export_ignore_attribute_does_not_hide_the_base(tmp_path: Path) -> None:
     project(tmp_path / "ops", {"a.yaml": spec("a")}, ENVS)
     make_tree(tmp_path, {".gitattributes": "ops export-ignore\n"})
@@ -416,11 +405,6 @@ def test_export_ignore_attribute_does_not_hide_the_base(tmp_path: Path) -> None:
     assert document["changes"] == [] and document["notes"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the base is read with `git archive`, which expands $Format:…$ in files "
-    "marked export-subst: an unchanged spec shows as modified",
-)
 def test_export_subst_attribute_does_not_change_the_base(tmp_path: Path) -> None:
     project(tmp_path, {"a.yaml": spec("a", text="$Format:%H$")}, ENVS)
     make_tree(tmp_path, {".gitattributes": "*.yaml export-subst\n"})
