@@ -177,9 +177,9 @@ def test_markdown_plan_structure(deploy: Deploy) -> None:
     assert "| | execution | action | campaign | audience | schedule |" in text
     for name in ("welcome", "promo", "reminder", "gone", "flaky", "late", "newcomer"):
         assert f"`{name}`" in text
-    # One <details> per execution that needs attention; unchanged ones only get a row.
-    assert text.count("<details>") == text.count("</details>") == 6
-    assert "<code>welcome</code>" not in text
+    # One <details> per execution (SPEC §6), unchanged ones last.
+    assert text.count("<details>") == text.count("</details>") == 7
+    assert text.rindex("<code>welcome</code>: unchanged") > text.rindex("<code>newcomer</code>")
     assert "left out" not in text
 
 

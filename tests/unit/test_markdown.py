@@ -104,7 +104,7 @@ def test_small_plan_has_marker_summary_table_and_details() -> None:
     assert "| | execution | action | campaign | audience | schedule |" in text
     assert "| + | `exec-0001` | send | 1001 | 2 recipients | 2031-01-01 12:00 UTC |" in text
     assert "| = | `exec-0002` | unchanged | 1002 | 1 recipient | 2031-01-01 12:00 UTC |" in text
-    assert text.count("<details>") == 1  # unchanged executions get a row, no block
+    assert text.count("<details>") == 2  # one per execution, unchanged ones last
     assert '"apptoken": "***"' in text
     assert "left out" not in text
 

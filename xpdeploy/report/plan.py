@@ -123,9 +123,8 @@ class MarkdownPlan(PlanReporter):
         rows_dropped = budget.dropped
         budget.dropped = 0
         budget.add("\n", required=True)
+        # Actions come in order of attention, so what the limit cuts is the unchanged.
         for a in plan.actions:
-            if a.action is Action.UNCHANGED:
-                continue
             body = shown(a, self.redact_paths)
             text = f"{cell(a.reason)}\n\n" + (fenced(pretty_json(body), "json") if body else "")
             budget.add(details(f"{a.action.sign} <code>{a.name}</code>: {a.action.value}", text))
