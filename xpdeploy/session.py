@@ -25,6 +25,7 @@ class Session:
 
     def __post_init__(self) -> None:
         self._project: Project | None = None
+        self._checked: dict[tuple[str, ...], CheckResult] = {}
 
     @property
     def project(self) -> Project:
@@ -40,7 +41,12 @@ class Session:
         self, environments: Iterable[str] | None = None, files: Iterable[Path] | None = None
     ) -> CheckResult:
         envs = list(environments) if environments is not None else [self.env_name]
-        return check(self.project, envs, self.overrides, self.now, files)
+        if files is not None:
+            return check(self.project, envs, self.overrides, self.now, files)
+        key = tuple(envs)  # apply checks before taking the lock and plans under it: once
+        if key not in self._checked:
+            self._checked[key] = check(self.project, envs, self.overrides, self.now)
+        return self._checked[key]
 
     def executions(self, names: Sequence[str] = ()) -> tuple[list[Execution], CheckResult]:
         """The rendered executions of the environment; lint errors stop here."""
