@@ -172,6 +172,9 @@ def compact(session: Session, fmt: str) -> None:
     """Rewrite the journal as one event per execution (atomically)."""
     from xpdeploy.runner import ledger_for
 
+    from xpdeploy.ledger import LockInfo
+
     ledger = ledger_for(session)
-    ledger.compact()
+    with ledger.lock(LockInfo.current("xpdeploy state compact")):
+        ledger.compact()
     _say(session, fmt, f"compacted {ledger.location}", result="compacted")

@@ -216,3 +216,16 @@ def test_repairs_accept_format_json(mixed: Deploy, args: list[str]) -> None:
     document = json.loads(result.stdout)
     assert document["format_version"] == 1
     assert document["environment"] == ENV
+
+
+def test_compact_keeps_the_state_and_the_serial(mixed: Deploy) -> None:
+    before = state_json(mixed, "list")
+    journal = mixed.root / STATE
+    lines_before = journal.read_text().splitlines()
+    result = mixed.run("state", "compact")
+    assert result.exit_code == 0, output(result)
+    lines_after = journal.read_text().splitlines()
+    assert len(lines_after) == 1 + 3 < len(lines_before)  # header + one event per record
+    after = state_json(mixed, "list")
+    assert after == before  # same records, lineage and serial: a saved plan stays valid
+    assert mixed.plan_json()["summary"]["unchanged"] == 1
