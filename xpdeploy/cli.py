@@ -35,12 +35,24 @@ def fail(message: str, code: int = ExitCode.ERROR) -> None:
 class Boundary(click.Group):
     """The one place where user errors become messages and bugs become one line."""
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # click exits 2 on usage errors; 2 means "changes" under --detailed-exitcode.
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(ExitCode.ERROR)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(ExitCode.ERROR)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.UsageError as exc:
-            exc.show()
-            sys.exit(ExitCode.ERROR)  # 2 means "changes" under --detailed-exitcode
         except UserError as exc:
             from xpdeploy.errors import FindingsError
 

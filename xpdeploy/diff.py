@@ -56,7 +56,10 @@ def _git(args: Sequence[str], cwd: Path) -> bytes:
 @contextmanager
 def checkout(root: Path, ref: str) -> Iterator[Path]:
     """The repository's tree at ``ref`` in a temporary folder; the work tree and index untouched."""
-    top = Path(_git(["rev-parse", "--show-toplevel"], root).decode().strip())
+    try:
+        top = Path(_git(["rev-parse", "--show-toplevel"], root).decode().strip())
+    except UserError as exc:
+        raise UserError(f"diff compares against git history: {exc.message}") from None
     try:
         _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top)
     except UserError:
