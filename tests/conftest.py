@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import ipaddress
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,40 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
     return _real_connect(self, address)
 
 
+_real_os_open = os.open
+_real_open = builtins.open
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_ALLOWED = (Path(tempfile.gettempdir()).resolve(), Path(os.devnull))
+
+
+def _check_write(path: Any) -> None:
+    if isinstance(path, int):
+        return  # an already-open file descriptor
+    target = Path(os.fsdecode(path)).resolve()
+    if not any(target == root or root in target.parents for root in _ALLOWED):
+        raise PermissionError(f"test tried to write {target}: tests write under tmp_path only")
+
+
+def _guarded_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+    if flags & _WRITE_FLAGS:
+        _check_write(path)
+    return _real_os_open(path, flags, *args, **kwargs)
+
+
+def _guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+    if any(flag in mode for flag in "wax+"):
+        _check_write(file)
+    return _real_open(file, mode, *args, **kwargs)
+
+
 @pytest.fixture(autouse=True)
 def _isolation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Run in tmp_path, with only loopback reachable and no token in the environment."""
+    """Run in tmp_path, with only loopback reachable, writes only under the temp folder
+    (tmp_path is in it), and no token in the environment."""
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+    monkeypatch.setattr(os, "open", _guarded_os_open)
+    monkeypatch.setattr(builtins, "open", _guarded_open)
+    monkeypatch.setattr(io, "open", _guarded_open)  # pathlib's write_text goes through io
     monkeypatch.chdir(tmp_path)
     for name in ("XPDEPLOY_APPTOKEN", "XPDEPLOY_API_URL", "XPDEPLOY_NOW", "GITHUB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)

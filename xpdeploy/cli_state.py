@@ -170,9 +170,8 @@ def unlock(session: Session, fmt: str) -> None:
 @common
 def compact(session: Session, fmt: str) -> None:
     """Rewrite the journal as one event per execution (atomically)."""
-    from xpdeploy.runner import ledger_for
-
     from xpdeploy.ledger import LockInfo
+    from xpdeploy.runner import ledger_for
 
     ledger = ledger_for(session)
     with ledger.lock(LockInfo.current("xpdeploy state compact")):
