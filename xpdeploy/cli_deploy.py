@@ -15,8 +15,7 @@ from xpdeploy.cli import PLAN_FORMATS, common, main
 from xpdeploy.errors import ExitCode, UserError
 
 if TYPE_CHECKING:
-    from xpdeploy.outcome import Outcome
-    from xpdeploy.plan import Plan, PlannedAction
+    from xpdeploy.plan import Plan
     from xpdeploy.session import Session
 
 
@@ -75,6 +74,7 @@ def plan(
 @common
 def apply(session: Session, args: tuple[str, ...], auto_approve: bool, parallelism: int) -> None:
     """Send what the plan says to send, each execution exactly once."""
+    from xpdeploy.report.apply import ApplyReporter
     from xpdeploy.runner import apply as run_apply
     from xpdeploy.runner import load_saved
 
@@ -91,7 +91,7 @@ def apply(session: Session, args: tuple[str, ...], auto_approve: bool, paralleli
         parallelism=parallelism,
         show_plan=_show_plan(session),
         confirm=lambda p: auto_approve or _confirm(p),
-        on_outcome=_progress,
+        on_outcome=(reporter := ApplyReporter(sys.stdout)).outcome,
         stop=stop,
     )
     if result is None:
@@ -101,20 +101,8 @@ def apply(session: Session, args: tuple[str, ...], auto_approve: bool, paralleli
         click.secho(
             f"Stopped by a signal: {len(result.not_started)} not started.", fg="yellow", err=True
         )
-    sends = len(result.outcomes)
-    click.echo(
-        f"\nApply: {result.count('applied')} sent, {result.count('failed')} failed,"
-        f" {result.count('unknown')} unknown, {len(result.plan.of(_action('blocked')))} blocked,"
-        f" {len(result.plan.of(_action('unresolved')))} unresolved"
-        + (f" ({sends} attempted)." if sends else ".")
-    )
+    reporter.summary(result)
     sys.exit(ExitCode.OK if result.ok else ExitCode.ERROR)
-
-
-def _action(name: str) -> Any:
-    from xpdeploy.plan import Action
-
-    return Action(name)
 
 
 def _show_plan(session: Session) -> Any:
@@ -130,26 +118,13 @@ def _show_plan(session: Session) -> Any:
 def _confirm(the_plan: Plan) -> bool:
     if not sys.stdin.isatty():
         raise UserError("apply needs --auto-approve when standard input is not a terminal")
-    count = len(the_plan.of(_action("send")))
+    count = sum(1 for a in the_plan.actions if a.action.value == "send")
     answer = click.prompt(
         f"\nSend {count} execution(s) to environment {the_plan.environment!r}? Only 'yes' sends",
         default="",
         show_default=False,
     )
     return bool(answer.strip() == "yes")
-
-
-def _progress(action: PlannedAction, outcome: Outcome) -> None:
-    signs = {
-        "applied": ("sent", "green"),
-        "failed": ("failed", "red"),
-        "unknown": ("UNKNOWN", "magenta"),
-    }
-    word, colour = signs[outcome.status]
-    click.echo(
-        click.style(f"  {action.name}: {word}", fg=colour) + f" ({outcome.message})",
-        color=None,
-    )
 
 
 def _on_signals(stop: threading.Event) -> None:
