@@ -28,7 +28,8 @@ from generate import generate, wide_spec_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-XPDEPLOY = [sys.executable, "-m", "xpdeploy"]
+# The console script, as users run it (`python -m` would add runpy's own start-up).
+XPDEPLOY = [shutil.which("xpdeploy", path=str(BIN)) or "xpdeploy"]
 
 FLOOR = """
 import sys
