@@ -177,3 +177,27 @@ def compact(session: Session, fmt: str) -> None:
     with ledger.lock(LockInfo.current("xpdeploy state compact")):
         ledger.compact()
     _say(session, fmt, f"compacted {ledger.location}", result="compacted")
+
+
+@state.command()
+@click.argument("old")
+@click.argument("new")
+@_format
+@common
+def mv(session: Session, old: str, new: str, fmt: str) -> None:
+    """Move a record to a new name, after renaming its spec (nothing is sent again)."""
+    from dataclasses import replace
+
+    from xpdeploy.ledger import Event, EventKind
+
+    def change(current: LedgerState) -> list[Event]:
+        record = current.records.get(old)
+        if record is None:
+            raise UserError(f"{old!r} is not in the ledger of environment {current.environment!r}")
+        if new in current.records:
+            raise UserError(f"{new!r} is already in the ledger: `state forget {new}` it first")
+        moved = replace(Event.from_record(record), name=new, message=f"moved from {old}")
+        return [moved, Event(EventKind.FORGOTTEN, old, message=f"moved to {new}")]
+
+    _locked(session, change)
+    _say(session, fmt, f"{old} is now recorded as {new}.", name=new, result="moved")

@@ -186,12 +186,33 @@ def make_plan(
     token_missing: str | None = None,
 ) -> Plan:
     """One action per execution, plus `retired` for ledger entries whose spec is gone."""
+    # Bodies that may already have gone out, by hash: a spec renamed (or copied) with an
+    # unchanged body would otherwise be a new name, and be sent a second time.
+    sent = {
+        record.body_sha256: name
+        for name, record in state.records.items()
+        if record.status is not Status.FAILED
+    }
     actions = []
     for ex in executions:
         record = state.records.get(ex.name)
         action, reason = decide(ex, record)
-        planned = _from_execution(ex, action, reason, record)
-        actions.append(guard(planned, env, now, token_missing=token_missing))
+        planned = guard(
+            _from_execution(ex, action, reason, record), env, now, token_missing=token_missing
+        )
+        twin = sent.get(ex.sha256)
+        if planned.action is Action.SEND and twin is not None and twin != ex.name:
+            planned = replace(
+                planned,
+                action=Action.BLOCKED,
+                reason=(
+                    f"this exact body is already in the ledger as {twin!r}"
+                    f" ({state.records[twin].status.value}): if the spec was renamed, run"
+                    f" `xpdeploy state mv {twin} {ex.name}`; to send it again on purpose, change"
+                    " the body (e.g. params.external_message_id)"
+                ),
+            )
+        actions.append(planned)
     present = {ex.name for ex in executions}
     for name, record in sorted(state.records.items()):
         if name in present:
