@@ -58,7 +58,7 @@ def plan(
 
     lifetime = _ttl(ttl)
     the_plan = build_plan(session, ledger_for(session).read(), names)
-    artifact = f"xpdeploy-plan-{the_plan.environment}"
+    artifact = f"plan-{the_plan.environment}"  # the artifact name campaigns-plan.yml uploads
     REPORTERS.get(fmt)(sys.stdout, session.project.config.review.redact, artifact).emit(the_plan)
     if out is not None:
         write_planfile(out, the_plan, session.now, lifetime, git_commit(session.project.root))
