@@ -1,4 +1,4 @@
-"""The execute-campaign validation the API documents, as the emulator applies it.
+"""The execute-campaign validation the API documents, and the faults the emulator injects.
 
 Written apart from :mod:`xpdeploy.model` on purpose: the emulator checks what
 xpdeploy sends against the API's documented rules, not against xpdeploy's own
@@ -8,10 +8,12 @@ models, so a mistake in the models cannot hide itself.
 from __future__ import annotations
 
 import hmac
+import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 TARGET_BY = frozenset({"user_id", "id", "external_id", "token", "email"})
 MESSAGE_TYPES = frozenset({"1", "2", "3", "6", "7", "8", "9"})
@@ -114,3 +116,37 @@ def execute_errors(body: dict[str, Any], campaigns: frozenset[str] | None) -> li
     if ("retry_for" in body) != ("retry_for_period" in body):
         errors.append("retry_for and retry_for_period must be given together")
     return errors
+
+
+@dataclass
+class Fault:
+    """One misbehaviour for the next execute request(s); see SPEC §8."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    delay: float = 0.0
+    drop: Literal["before", "after"] | None = None
+    body: str | None = None
+    accept: bool = False
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        # Faults also arrive as JSON through /_emulator/faults, so check what they say.
+        def seconds(value: Any) -> bool:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            return number and math.isfinite(value) and value >= 0
+
+        checks = {
+            "status must be an HTTP status code (100-599)": self.status is None
+            or (is_int(self.status) and 100 <= self.status <= 599),
+            "retry_after must be seconds >= 0": self.retry_after is None
+            or seconds(self.retry_after),
+            "delay must be seconds >= 0": seconds(self.delay),
+            "drop must be 'before', 'after' or null": self.drop in (None, "before", "after"),
+            "body must be a string": self.body is None or isinstance(self.body, str),
+            "accept must be a boolean": isinstance(self.accept, bool),
+            "times must be a positive integer": is_int(self.times) and self.times >= 1,
+        }
+        for problem, ok in checks.items():
+            if not ok:
+                raise ValueError(problem)

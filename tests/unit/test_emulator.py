@@ -15,6 +15,7 @@ import pytest
 from xpdeploy import __version__
 from xpdeploy import emulator as emulator_module
 from xpdeploy.emulator import EXECUTE_PATH, INFO_PATH, Emulator, Fault, serve
+from xpdeploy.emulator_http import MAX_BODY_BYTES
 from xpdeploy.errors import UserError
 
 TOKEN = "tok-EMU-5ecret-Zq81"  # distinctive, so a leak is easy to grep for
@@ -320,7 +321,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(emu: Emulator) -> 
 def test_oversized_body_is_refused_unread(emu: Emulator) -> None:
     conn = http.client.HTTPConnection(emu.url.removeprefix("http://"), timeout=5)
     conn.putrequest("POST", EXECUTE_PATH)
-    conn.putheader("Content-Length", str(emulator_module.MAX_BODY_BYTES + 1))
+    conn.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
     conn.endheaders()
     response = conn.getresponse()
     data = json.loads(response.read())
