@@ -68,21 +68,37 @@ def retry_period(
 
 @rule
 def audience(ex: Execution, doc: Document, env: Environment, now: datetime) -> Iterable[Finding]:
-    segment = "conditions" in ex.body or ex.body.get("broadcast") == 1
-    if ex.audience is None and not segment and not env.guards.allow_segment_sends:
-        yield doc.at(
-            ("execute",),
-            "no-audience",
-            "no target, target_with_params or conditions: the campaign's own segment would"
-            " receive it; set guards.allow_segment_sends in the environment if that is meant",
-            key=True,
-        )
+    if ex.audience is not None or env.guards.allow_segment_sends:
+        return
+    if ex.body.get("broadcast") == 1:
+        who = "broadcast: 1 sends it to every user of the project"
+    elif "conditions" in ex.body:
+        who = "conditions pick the recipients: nobody can count them here"
+    else:
+        who = "no target or target_with_params: the campaign's own segment would receive it"
+    yield doc.at(
+        ("execute",),
+        "no-audience",
+        f"{who}; set guards.allow_segment_sends in the environment if that is meant",
+        key=True,
+    )
+
 
 
 @rule
 def max_targets(ex: Execution, doc: Document, env: Environment, now: datetime) -> Iterable[Finding]:
     limit = env.guards.max_targets
+    if limit is not None and ex.audience is None and not env.guards.allow_segment_sends:
+        yield doc.at(
+            ("execute",),
+            "max-targets",
+            f"a send without explicit recipients cannot be checked against guards.max_targets"
+            f" ({limit}) of environment {ex.environment!r}: list the recipients, or set"
+            " guards.allow_segment_sends",
+            key=True,
+        )
     if limit is not None and ex.audience is not None and ex.audience > limit:
+
         field_name = "target_with_params" if "target_with_params" in ex.body else "target"
         yield doc.at(
             ("execute", field_name),

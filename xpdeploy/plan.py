@@ -135,11 +135,12 @@ def decide(ex: Execution, record: Record | None) -> tuple[Action, str]:
                 Action.DRIFTED,
                 f"revision {ex.revision} is lower than the ledger's {record.revision}",
             )
-        why = f": {record.message}" if record.message else ""
+        why = f" ({record.message})" if record.message else ""
         return (
             Action.SEND,
-            f"revision {record.revision} was rejected by the API{why}; sending again",
+            f"revision {record.revision} did not go out{why}; sending it again",
         )
+
     if ex.revision > record.revision:
         return Action.SEND, f"revision bumped from {record.revision} to {ex.revision}"
     if ex.sha256 == record.body_sha256:
@@ -165,14 +166,93 @@ def guard(
         scheduled = parse_api_time(action.body.get("time"))
         if scheduled is not None and scheduled < now:
             problems.append(f"time {action.body['time']} is in the past")
-    limit = env.guards.max_targets
-    if limit is not None and action.audience is not None and action.audience > limit:
-        problems.append(f"{action.audience} recipients exceed guards.max_targets ({limit})")
+    guards = env.guards
+    if guards.max_targets is not None and not guards.allow_segment_sends:
+        if action.audience is None:
+            # broadcast: 1 or conditions: the largest audiences are the ones nobody can count.
+            problems.append(
+                "no explicit recipients (a segment or broadcast send) cannot be checked against"
+                f" guards.max_targets ({guards.max_targets}): set guards.allow_segment_sends"
+            )
+        elif action.audience > guards.max_targets:
+            problems.append(
+                f"{action.audience} recipients exceed guards.max_targets ({guards.max_targets})"
+            )
     if token_missing:
         problems.append(f"no apptoken: the environment variable {token_missing} is not set")
     if not problems:
         return action
     return replace(action, action=Action.BLOCKED, reason="; ".join(problems))
+
+
+def _twins(actions: list[PlannedAction], state: LedgerState) -> list[PlannedAction]:
+    """Block sends whose exact body may already have gone out, or goes out twice now.
+
+    The API has no idempotency key: a spec renamed or copied with an unchanged body
+    would be a new name, and the same message would reach the same people again.
+    """
+    in_ledger = {
+        record.body_sha256: name
+        for name, record in state.records.items()
+        if record.status is not Status.FAILED
+    }
+    sends: dict[str, list[str]] = {}
+    for action in actions:
+        if action.action is Action.SEND and action.body_sha256:
+            sends.setdefault(action.body_sha256, []).append(action.name)
+    checked = []
+    for action in actions:
+        twin = in_ledger.get(action.body_sha256 or "")
+        others = [n for n in sends.get(action.body_sha256 or "", []) if n != action.name]
+        if action.action is Action.SEND and twin is not None and twin != action.name:
+            action = replace(
+                action,
+                action=Action.BLOCKED,
+                reason=(
+                    f"this exact body is already in the ledger as {twin!r}"
+                    f" ({state.records[twin].status.value}): if the spec was renamed, run"
+                    f" `xpdeploy state mv {twin} {action.name}`; to send it again on purpose,"
+                    " change the body (e.g. params.external_message_id)"
+                ),
+            )
+        elif action.action is Action.SEND and others:
+            action = replace(
+                action,
+                action=Action.BLOCKED,
+                reason=(
+                    f"{', '.join(repr(n) for n in others)} would send this exact body too:"
+                    " the same message would reach the same people twice; remove the copy"
+                ),
+            )
+        checked.append(action)
+    return checked
+
+
+def _left_behind(name: str, record: Record, known_names: set[str]) -> PlannedAction:
+    """A ledger entry with no execution in this environment any more."""
+    where = "no longer applies to this environment" if name in known_names else "its spec is gone"
+    if record.status in (Status.PENDING, Status.UNKNOWN):
+        # A send whose outcome nobody knows still needs a person, spec or no spec.
+        action, reason = (
+            Action.UNRESOLVED,
+            f"{where}, but revision {record.revision} is {record.status.value}: run"
+            f" `xpdeploy state resolve {name} --sent` or `--not-sent`",
+        )
+    else:
+        action, reason = (
+            Action.RETIRED,
+            f"{where}; revision {record.revision} stays {record.status.value} in the ledger"
+            " (a sent message cannot be unsent)",
+        )
+    return PlannedAction(
+        name=name,
+        action=action,
+        revision=record.revision,
+        reason=reason,
+        body_sha256=record.body_sha256,
+        campaign_id=record.campaign_id,
+        audience=record.audience,
+    )
 
 
 def make_plan(
@@ -185,54 +265,20 @@ def make_plan(
     known_names: Iterable[str] = (),
     token_missing: str | None = None,
 ) -> Plan:
-    """One action per execution, plus `retired` for ledger entries whose spec is gone."""
-    # Bodies that may already have gone out, by hash: a spec renamed (or copied) with an
-    # unchanged body would otherwise be a new name, and be sent a second time.
-    sent = {
-        record.body_sha256: name
-        for name, record in state.records.items()
-        if record.status is not Status.FAILED
-    }
+    """One action per execution, plus the ledger entries whose execution is gone."""
     actions = []
     for ex in executions:
         record = state.records.get(ex.name)
         action, reason = decide(ex, record)
-        planned = guard(
-            _from_execution(ex, action, reason, record), env, now, token_missing=token_missing
-        )
-        twin = sent.get(ex.sha256)
-        if planned.action is Action.SEND and twin is not None and twin != ex.name:
-            planned = replace(
-                planned,
-                action=Action.BLOCKED,
-                reason=(
-                    f"this exact body is already in the ledger as {twin!r}"
-                    f" ({state.records[twin].status.value}): if the spec was renamed, run"
-                    f" `xpdeploy state mv {twin} {ex.name}`; to send it again on purpose, change"
-                    " the body (e.g. params.external_message_id)"
-                ),
-            )
-        actions.append(planned)
+        planned = _from_execution(ex, action, reason, record)
+        actions.append(guard(planned, env, now, token_missing=token_missing))
+    actions = _twins(actions, state)
     present = {ex.name for ex in executions}
-    for name, record in sorted(state.records.items()):
-        if name in present:
-            continue
-        where = (
-            "no longer applies to this environment"
-            if name in set(known_names)
-            else "its spec is gone"
-        )
-        actions.append(
-            PlannedAction(
-                name=name,
-                action=Action.RETIRED,
-                revision=record.revision,
-                reason=f"{where}; revision {record.revision} stays {record.status.value} in the ledger"
-                " (a sent message cannot be unsent)",
-                body_sha256=record.body_sha256,
-                campaign_id=record.campaign_id,
-                audience=record.audience,
-            )
-        )
+    known = set(known_names)
+    actions += [
+        _left_behind(name, record, known)
+        for name, record in sorted(state.records.items())
+        if name not in present
+    ]
     actions.sort(key=lambda a: (ATTENTION.index(a.action), a.name))
     return Plan(environment, state.lineage, state.serial, actions)

@@ -276,7 +276,7 @@ def test_rejection_is_failed_then_sent_after_the_fix(make_deploy: MakeDeploy) ->
     plan = deploy.plan_json()
     (again,) = [a for a in plan["actions"] if a["name"] == "s01"]
     assert again["action"] == "send"
-    assert "rejected by the API" in again["reason"]
+    assert "did not go out (HTTP 400" in again["reason"]
 
     deploy.write_spec("s01", campaign=43)
     fixed = deploy.apply()

@@ -84,10 +84,10 @@ def test_new_execution_is_sent() -> None:
             True,
             1,
             Action.SEND,
-            "rejected by the API: HTTP 400: Campaign not found",
+            "did not go out (HTTP 400: Campaign not found)",
         ),
-        (1, Status.FAILED, False, 1, Action.SEND, "sending again"),
-        (1, Status.FAILED, False, 2, Action.SEND, "rejected"),
+        (1, Status.FAILED, False, 1, Action.SEND, "sending it again"),
+        (1, Status.FAILED, False, 2, Action.SEND, "did not go out"),
         (3, Status.FAILED, False, 2, Action.DRIFTED, "lower than the ledger's 3"),
     ],
 )
@@ -257,3 +257,55 @@ def test_planned_action_as_dict_has_the_json_keys() -> None:
 def test_every_action_has_a_sign_and_a_place() -> None:
     assert sorted(ATTENTION, key=lambda a: a.value) == sorted(Action, key=lambda a: a.value)
     assert [a.sign for a in Action] == ["+", "=", "!", "x", "?", "-"]
+
+
+# --- no second send of the same message -----------------------------------------------------
+
+
+def twin(name: str) -> Execution:
+    """An execution whose body does not depend on its name."""
+    same = {"id": 42, "target_by": "user_id", "target": ["a"], "time": "2031-01-01 12:00 UTC"}
+    return Execution(name, 1, "staging", dict(same), f"campaigns/{name}.yaml", 1)
+
+
+def test_two_specs_with_one_body_are_both_blocked() -> None:
+    plan = make_plan("staging", ENV, [twin("promo"), twin("promo-copy")], state(), NOW)
+    actions = {a.name: a for a in plan.actions}
+    assert {a.action for a in actions.values()} == {Action.BLOCKED}
+    assert "'promo-copy' would send this exact body too" in actions["promo"].reason
+    assert "'promo' would send this exact body too" in actions["promo-copy"].reason
+
+
+def test_a_body_already_in_the_ledger_under_another_name_is_blocked() -> None:
+    sent = twin("old")
+    plan = make_plan("staging", ENV, [twin("new")], state(record(sent)), NOW)
+    actions = {a.name: a for a in plan.actions}
+    assert actions["new"].action is Action.BLOCKED
+    assert "xpdeploy state mv old new" in actions["new"].reason
+    assert actions["old"].action is Action.RETIRED
+    # A rejected body never went out: sending it under a new name is fine.
+    failed = make_plan(
+        "staging", ENV, [twin("new")], state(record(sent, status=Status.FAILED)), NOW
+    )
+    assert {a.name: a.action for a in failed.actions}["new"] is Action.SEND
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.UNKNOWN])
+def test_an_open_send_whose_spec_is_gone_stays_unresolved(status: Status) -> None:
+    plan = make_plan("staging", ENV, [], state(record(name="gone", status=status)), NOW)
+    [action] = plan.actions
+    assert action.action is Action.UNRESOLVED
+    assert "xpdeploy state resolve gone" in action.reason
+
+
+@pytest.mark.parametrize("segment", [{"broadcast": 1}, {"conditions": {"operator": "AND"}}])
+def test_segment_sends_are_blocked_under_max_targets(segment: dict[str, Any]) -> None:
+    ex = Execution("seg", 1, "staging", {"id": 42, **segment}, "campaigns/seg.yaml", 1)
+    guarded = Environment.model_validate({"guards": {"max_targets": 10}})
+    [action] = make_plan("staging", guarded, [ex], state(), NOW).actions
+    assert action.action is Action.BLOCKED and "cannot be checked" in action.reason
+    allowed = Environment.model_validate(
+        {"guards": {"max_targets": 10, "allow_segment_sends": True}}
+    )
+    assert make_plan("staging", allowed, [ex], state(), NOW).actions[0].action is Action.SEND
+    assert make_plan("staging", ENV, [ex], state(), NOW).actions[0].action is Action.SEND
