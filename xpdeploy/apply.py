@@ -44,7 +44,7 @@ class ApplyResult:
         return not troubled and not self.not_started and self.count("applied") == len(self.outcomes)
 
 
-def _pending(action: PlannedAction) -> Event:
+def _pending(action: PlannedAction, endpoint: str | None) -> Event:
     return Event(
         EventKind.PENDING,
         action.name,
@@ -52,6 +52,7 @@ def _pending(action: PlannedAction) -> Event:
         body_sha256=action.body_sha256,
         campaign_id=action.campaign_id,
         audience=action.audience,
+        endpoint=endpoint,
     )
 
 
@@ -75,6 +76,7 @@ def send_all(
     parallelism: int = 4,
     on_outcome: Callable[[PlannedAction, Outcome], None] = lambda a, o: None,
     stop: threading.Event | None = None,
+    endpoint: str | None = None,
 ) -> ApplyResult:
     """Send every ``send`` action of ``plan``; the caller holds the ledger's lock."""
     stop = stop or threading.Event()
@@ -87,7 +89,7 @@ def send_all(
                 free = parallelism - len(in_flight)
                 if queue and free > 0 and not stop.is_set():
                     batch = [queue.popleft() for _ in range(min(free, len(queue)))]
-                    ledger.append([_pending(action) for action in batch])  # durable first
+                    ledger.append([_pending(action, endpoint) for action in batch])  # durable first
                     for action in batch:
                         assert action.body is not None
                         in_flight[pool.submit(sender, action.body)] = action
@@ -112,6 +114,22 @@ def _result(future: Future[Outcome]) -> Outcome:
         return Outcome(
             "unknown", None, None, f"internal error while sending: {type(exc).__name__}", 1
         )
+
+
+def check_endpoint(state: LedgerState, endpoint: str) -> str | None:
+    """Why this ledger must not record sends to ``endpoint``, or None.
+
+    A ledger is the memory of one API: sends recorded there that went to the emulator
+    or another host would count as done for the real one, and never be sent.
+    """
+    elsewhere = sorted({r.endpoint for r in state.records.values() if r.endpoint} - {endpoint})
+    if not elsewhere:
+        return None
+    return (
+        f"the ledger records sends to {', '.join(elsewhere)}, but this run sends to {endpoint}"
+        " (is XPDEPLOY_API_URL set?): use the api_url this ledger belongs to, or give the"
+        " other API its own environment and state file"
+    )
 
 
 def check_fresh(state: LedgerState, plan: Plan) -> str | None:

@@ -6,7 +6,9 @@ them, so ``xpdeploy --help`` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +35,8 @@ def fail(message: str, code: int = ExitCode.ERROR) -> None:
 
 
 class Boundary(click.Group):
-    """The one place where user errors become messages and bugs become one line."""
+    """The one place where user errors (and OS errors: the user's files or machine) become
+    messages, a closed stdout a quiet exit 1, and bugs one line."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         # click exits 2 on usage errors; 2 means "changes" under --detailed-exitcode.
@@ -52,7 +55,12 @@ class Boundary(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                # A reader that closed early (`| head`) must fail here, not in the
+                # interpreter's last flush after the boundary is gone.
+                sys.stdout.flush()
         except UserError as exc:
             from xpdeploy.errors import FindingsError
 
@@ -65,37 +73,78 @@ class Boundary(click.Group):
             raise
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:
+            _stdout_closed()
+        except OSError as exc:  # the user's files or machine, not a bug
+            _traceback_on_debug(ctx)
+            fail(_os_error_message(exc))
         except Exception as exc:
-            if ctx.meta.get("xpdeploy.debug"):
-                import traceback
-
-                traceback.print_exc()
+            _traceback_on_debug(ctx)
             fail(
                 f"internal error (a bug in xpdeploy {__version__}): {type(exc).__name__}: {exc}"
                 " — run again with --debug for the traceback"
             )
 
 
-def common(func: F) -> F:
-    """--project, -e/--env, --var, --var-file, --debug on every command."""
+def _traceback_on_debug(ctx: click.Context) -> None:
+    if ctx.meta.get("xpdeploy.debug"):
+        import traceback
 
-    @click.option(
+        traceback.print_exc()
+
+
+def _os_error_message(exc: OSError) -> str:
+    """``path: reason``, as the shell says it, without the ``[Errno N]`` noise."""
+    if exc.filename is None or not exc.strerror:
+        return exc.strerror or str(exc)
+    where = os.fsdecode(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {os.fsdecode(exc.filename2)}"
+    return f"{where}: {exc.strerror}"
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (``| head``): exit 1 quietly (Python docs, SIGPIPE)."""
+    # Later flushes, the interpreter's own at exit included, must not fail again.
+    # (In-process tests give stdout no file descriptor: nothing to redirect then.)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(ExitCode.ERROR)
+
+
+_COMMON_OPTIONS = (
+    click.option(
         "--project", "project", type=click.Path(path_type=Path), help="Project file or its folder."
-    )
-    @click.option(
+    ),
+    click.option(
         "-e", "--env", "env", metavar="NAME", help="Environment (default: default_environment)."
-    )
-    @click.option(
+    ),
+    click.option(
         "--var", "var", multiple=True, metavar="KEY=VALUE", help="Set a variable (repeatable)."
-    )
-    @click.option(
+    ),
+    click.option(
         "--var-file",
         "var_file",
         multiple=True,
         type=click.Path(path_type=Path, dir_okay=False),
         help="Read variables from a YAML file (repeatable).",
-    )
-    @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+    ),
+    click.option("--debug", is_flag=True, help="Show tracebacks of internal errors."),
+)
+
+
+def common(func: F) -> F:
+    """--project, -e/--env, --var, --var-file, --debug on every command; passes a Session."""
+    return _with_common_options(func, pass_session=True)
+
+
+def common_ignored(func: F) -> F:
+    """The same options on a command that has no use for them: accepted (SPEC §4) and
+    ignored; only --debug acts. Say so in the command's help."""
+    return _with_common_options(func, pass_session=False)
+
+
+def _with_common_options(func: F, *, pass_session: bool) -> F:
     @functools.wraps(func)
     def wrapper(
         project: Path | None,
@@ -105,14 +154,18 @@ def common(func: F) -> F:
         debug: bool,
         **kwargs: Any,
     ) -> Any:
+        click.get_current_context().meta["xpdeploy.debug"] = debug
+        if not pass_session:
+            return func(**kwargs)
         from xpdeploy.project import Overrides
         from xpdeploy.session import Session
 
-        click.get_current_context().meta["xpdeploy.debug"] = debug
-        session = Session(project, env, Overrides(var_file, var))
-        return func(session, **kwargs)
+        return func(Session(project, env, Overrides(var_file, var)), **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(_COMMON_OPTIONS):
+        decorated = option(decorated)
+    return decorated  # type: ignore[return-value]
 
 
 @click.group(cls=Boundary, context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,8 +251,13 @@ def _warn(findings: list[Any], paths: set[str]) -> None:
     show_default=True,
     help="Where --write puts them.",
 )
+@common_ignored
 def schema(write: bool, folder: Path) -> None:
-    """Print or rewrite the JSON Schemas (spec, project file, request body)."""
+    """Print or rewrite the JSON Schemas (spec, project file, request body).
+
+    The schemas are the same for every project: --project, -e, --var and --var-file
+    are accepted, as on every command, and ignored.
+    """
     from xpdeploy import schema as schemas
 
     if write:
@@ -214,8 +272,13 @@ def schema(write: bool, folder: Path) -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
+@common_ignored
 def init(directory: Path) -> None:
-    """Write a starter project: xpdeploy.yaml, one spec, the schema for editors."""
+    """Write a starter project: xpdeploy.yaml, one spec, the schema for editors.
+
+    The project goes into DIRECTORY: --project, -e, --var and --var-file are
+    accepted, as on every command, and ignored.
+    """
     from xpdeploy.starter import write_starter
 
     for path in write_starter(directory):

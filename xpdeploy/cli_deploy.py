@@ -162,19 +162,36 @@ def _on_signals(stop: threading.Event) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Append accepted requests as JSON lines.",
 )
+@common
 def emulator(
-    host: str, port: int, apptoken: str | None, campaigns: tuple[str, ...], log_path: Path | None
+    session: Session,
+    host: str,
+    port: int,
+    apptoken: str | None,
+    campaigns: tuple[str, ...],
+    log_path: Path | None,
 ) -> None:
-    """Run the local Xtremepush emulator (execute/campaign and info/campaign)."""
-    from xpdeploy.emulator import serve
+    """Run the local Xtremepush emulator (execute/campaign and info/campaign).
 
+    Without --campaign, it knows the campaign ids of the project file's
+    `emulator: {campaigns: [...]}` (the project of --project, or the one found from
+    the current folder, if any); with neither, any id. -e, --var and --var-file are
+    accepted, as on every command, and ignored.
+    """
+    from xpdeploy.emulator import serve
+    from xpdeploy.project import find_project_file
+
+    known = list(campaigns)
+    if not known:
+        try:  # the emulator also runs outside any project: only --project must exist
+            find_project_file(explicit=session.project_path)
+        except UserError:
+            if session.project_path is not None:
+                raise
+        else:
+            known = [str(c) for c in session.project.config.emulator.campaigns]
     serve(
-        host,
-        port,
-        apptoken=apptoken,
-        campaigns=list(campaigns) or None,
-        log_path=log_path,
-        echo=click.echo,
+        host, port, apptoken=apptoken, campaigns=known or None, log_path=log_path, echo=click.echo
     )
 
 

@@ -84,7 +84,6 @@ def audience(ex: Execution, doc: Document, env: Environment, now: datetime) -> I
     )
 
 
-
 @rule
 def max_targets(ex: Execution, doc: Document, env: Environment, now: datetime) -> Iterable[Finding]:
     limit = env.guards.max_targets
@@ -98,7 +97,6 @@ def max_targets(ex: Execution, doc: Document, env: Environment, now: datetime) -
             key=True,
         )
     if limit is not None and ex.audience is not None and ex.audience > limit:
-
         field_name = "target_with_params" if "target_with_params" in ex.body else "target"
         yield doc.at(
             ("execute", field_name),

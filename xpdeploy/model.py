@@ -156,7 +156,9 @@ class Environment(_Strict):
     vars_files: list[NonEmptyStr] = Field(default_factory=list)
     vars: dict[str, Any] = Field(default_factory=dict)
     state: NonEmptyStr | None = Field(
-        None, description="Ledger path; default .xpdeploy/<environment>.jsonl"
+        None,
+        description="Ledger path; default state/<environment>.jsonl, or"
+        " .xpdeploy/<environment>.jsonl for the emulator",
     )
     guards: Guards = Field(default_factory=Guards)
 

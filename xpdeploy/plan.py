@@ -87,6 +87,7 @@ class Plan:
     lineage: str | None
     serial: int
     actions: list[PlannedAction] = field(default_factory=list)
+    ledger: str | None = None  # where the ledger is, for people reading the plan
 
     def summary(self) -> dict[str, int]:
         counts = Counter(a.action for a in self.actions)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -19,6 +21,13 @@ from xpdeploy.validation import apptoken_findings, pydantic_findings
 
 PROJECT_FILE = "xpdeploy.yaml"
 EMULATOR = "emulator"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def display_path(path: Path) -> str:
@@ -134,14 +143,32 @@ class Project:
         return self.config.environments[name]
 
     def state_path(self, name: str) -> Path:
-        configured = self.environment(name).state
-        return self.root / (configured or f".xpdeploy/{name}.jsonl")
+        """The ledger: ``state:``, else state/<env>.jsonl (committed) for a real API and
+        .xpdeploy/<env>.jsonl (ignored) for the built-in emulator."""
+        env = self.environment(name)
+        default = f".xpdeploy/{name}.jsonl" if env.api_url == EMULATOR else f"state/{name}.jsonl"
+        return self.root / (env.state or default)
 
     def api_url(self, name: str) -> str:
         return os.environ.get("XPDEPLOY_API_URL") or self.environment(name).api_url
 
     def uses_emulator(self, name: str) -> bool:
         return self.api_url(name) == EMULATOR
+
+    def endpoint(self, name: str) -> str:
+        """Where sends go, as the ledger records it: the API's origin, or "emulator"."""
+        url = self.api_url(name)
+        if url == EMULATOR:
+            return EMULATOR
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UserError(f"api_url {url!r} of environment {name!r} is not an http(s) URL")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise UserError(
+                f"api_url {url!r} of environment {name!r} is plain http: the apptoken would"
+                " travel unencrypted; use https (http is only for a local emulator)"
+            )
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
 
     @cached_property
     def spec_files(self) -> list[Path]:

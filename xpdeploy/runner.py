@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from xpdeploy.apply import ApplyResult, Sender, check_fresh, send_all
+from xpdeploy.apply import ApplyResult, Sender, check_endpoint, check_fresh, send_all
 from xpdeploy.errors import UserError
 from xpdeploy.ledger import Ledger, LedgerState, LockInfo, open_ledger
 from xpdeploy.plan import Action, Plan, guard, make_plan
 from xpdeploy.planfile import SavedPlan, read_planfile
+from xpdeploy.project import display_path
 from xpdeploy.session import Session
 
 EMULATOR_TOKEN = "local-emulator"  # the in-process emulator accepts any token  # noqa: S105
@@ -43,7 +44,8 @@ def build_plan(
         known_names={s.name for s in result.sources},
         token_missing=token_missing,
     )
-    return only(plan, names)
+    location = display_path(session.project.state_path(env))
+    return only(replace(plan, ledger=location), names)
 
 
 def only(plan: Plan, names: Sequence[str]) -> Plan:
@@ -59,7 +61,12 @@ def missing_token(session: Session, environment: str) -> str | None:
     if session.project.uses_emulator(environment):
         return None
     variable = session.project.environment(environment).apptoken_env
-    return None if os.environ.get(variable) else variable
+    return None if apptoken(variable) else variable
+
+
+def apptoken(variable: str) -> str:
+    """The token from its variable; whitespace around it (a pasted newline) is not part of it."""
+    return os.environ.get(variable, "").strip()
 
 
 @contextmanager
@@ -76,7 +83,7 @@ def open_sender(session: Session, environment: str) -> Iterator[Sender]:
             yield client.execute
         return
     variable = project.environment(environment).apptoken_env
-    token = os.environ.get(variable, "")
+    token = apptoken(variable)
     if not token:  # guards block sends first; this is the last line of defence
         raise UserError(f"no apptoken: the environment variable {variable} is not set")
     with ExecuteClient(project.api_url(environment), token) as client:
@@ -124,8 +131,12 @@ def apply(
     if saved is None:
         session.executions(names)  # lint errors stop apply before the lock is taken
     ledger = ledger_for(session, environment)
+    endpoint = session.project.endpoint(environment)
     with ledger.lock(LockInfo.current("xpdeploy apply")):
         state = ledger.read()
+        elsewhere = check_endpoint(state, endpoint)
+        if elsewhere:
+            raise UserError(f"{elsewhere}; nothing was sent")
         if saved is not None:
             stale = check_fresh(state, saved.plan)
             if stale:
@@ -144,5 +155,11 @@ def apply(
             return None
         with open_sender(session, environment) as sender:
             return send_all(
-                ledger, plan, sender, parallelism=parallelism, on_outcome=on_outcome, stop=stop
+                ledger,
+                plan,
+                sender,
+                parallelism=parallelism,
+                on_outcome=on_outcome,
+                stop=stop,
+                endpoint=endpoint,
             )

@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import soft_str
 
 from xpdeploy.template import TemplateProblem, plain
 
@@ -23,6 +26,7 @@ MAX_RANGE = 100_000  # items one range() may yield
 MAX_ITERATIONS = 1_000_000  # range() items per execution, all loops together
 MAX_OUTPUT = 1_000_000  # characters or items any string, list or output may grow to
 
+_TOO_DEEP = "templates may not recurse this deep (a recursive macro, or brackets nested too deep)"
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{|\{%|\{#).)*)\}\}\s*$", re.S)
 
 
@@ -78,10 +82,30 @@ def _guarded(function: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+class _CheckedConcat(CodeGenerator):
+    """Jinja's code generator, with ``a ~ b`` measured before the string is built."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # Jinja joins with str_join or markup_join, out of the sandbox's reach; this
+        # picks between them exactly as Jinja does, but calls the environment instead.
+        if frame.eval_ctx.volatile:
+            markup = "context.eval_ctx.volatile"
+        elif frame.eval_ctx.autoescape:
+            markup = "True"
+        else:
+            markup = "False"
+        self.write(f"environment.concat_checked({markup}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, plus limits on what can exhaust memory or time."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    code_generator_class = _CheckedConcat
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -97,7 +121,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             raise SecurityError("format width or precision too large")
         return super().wrap_str_format(value)
 
+    def concat_checked(self, markup: bool, parts: tuple[Any, ...]) -> str:
+        """``a ~ b ~ ...``: the parts as strings, refused if together they are too long."""
+        strings = [soft_str(part) if markup else str(part) for part in parts]
+        if sum(map(len, strings)) > MAX_OUTPUT:
+            raise SecurityError(f"result longer than {MAX_OUTPUT} items")
+        joined = markup_join(strings) if markup else str_join(strings)
+        _check_result(joined)  # escaping can still grow a markup join a few times
+        return joined
+
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "+":
+            if _sized(left) + _sized(right) > MAX_OUTPUT:
+                raise SecurityError(f"result longer than {MAX_OUTPUT} items")
+            return operator.add(left, right)
         if operator_name == "%":
             _check_arguments((left,), {})
             return _check_result(operator.mod(left, right))
@@ -156,6 +193,10 @@ def compile_template(source: str) -> tuple[Literal["native", "text"], Any]:
         return "text", env.from_string(source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem("template-syntax", f"template syntax error: {exc.message}") from None
+    except RecursionError:  # Jinja parses and compiles nested brackets recursively
+        raise TemplateProblem(
+            "template-syntax", f"not allowed in a template: {_TOO_DEEP}"
+        ) from None
 
 
 def context(variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,6 +220,10 @@ def render(kind: str, template: Any, variables: dict[str, Any]) -> Any:
         raise _undefined(exc) from None
     except SecurityError as exc:
         raise TemplateProblem("template-syntax", f"not allowed in a template: {exc}") from None
+    except RecursionError:
+        raise TemplateProblem(
+            "template-syntax", f"not allowed in a template: {_TOO_DEEP}"
+        ) from None
     except TemplateSyntaxError as exc:
         raise TemplateProblem("template-syntax", f"template syntax error: {exc.message}") from None
     except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, NameError) as exc:

@@ -153,6 +153,19 @@ HOSTILE_TEMPLATES = {
     "list-times": ("{{ [0] * 10**9 }}", "result longer than 1000000"),
     "growing-product": ("{{ ('a' * 999999) * 999999 }}", "result longer than 1000000"),
     "huge-power": ("{{ 7 ** 1000000 }}", "power too large"),
+    "macro-recursion": (
+        "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+        "templates may not recurse this deep",
+    ),
+    "deep-brackets": ("{{ " + "(" * 1000 + "1" + ")" * 1000 + " }}", "may not recurse this deep"),
+    "concat-doubling": (
+        "{% set a = 'x' * 999999 %}" + "{% set a = a ~ a %}" * 11,
+        "result longer than 1000000",
+    ),
+    "plus-doubling": (
+        "{% set a = 'x' * 999999 %}" + "{% set a = a + a %}" * 11,
+        "result longer than 1000000",
+    ),
 }
 
 

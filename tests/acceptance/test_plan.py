@@ -119,7 +119,7 @@ def test_text_plan_lines(deploy: Deploy) -> None:
     result = deploy.run("plan")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0] == f"xpdeploy plan for environment '{ENV}' (ledger serial 2)"
+    assert lines[0] == f"xpdeploy plan for environment '{ENV}' (ledger state/{ENV}.jsonl, serial 2)"
     assert "  + s02  send  (revision 1, campaign 42, 2 recipients, 2031-01-01 12:00 UTC)" in lines
     assert any(line.startswith("  ! s01  drifted") for line in lines)
     assert "+ s02 (revision 1) will send:" in lines

@@ -14,6 +14,7 @@ from helpers import cli, make_tree, project_text
 from xpdeploy.canonical import body_sha256
 from xpdeploy.emulator import Emulator
 from xpdeploy.ledger import FileLedger
+from xpdeploy.project import load_project
 from xpdeploy.redact import REDACTED, redact
 
 R = "(redacted)"  # the documented marker
@@ -196,8 +197,8 @@ def test_diff_json_says_a_change_was_only_in_redacted_values(tmp_path: Path) -> 
 
 
 def ledger_hash(root: Path, env: str = "local", name: str = "promo") -> str:
-    record = FileLedger(root / ".xpdeploy" / f"{env}.jsonl", env).read().records[name]
-    return record.body_sha256
+    path = load_project(root / "xpdeploy.yaml").state_path(env)
+    return FileLedger(path, env).read().records[name].body_sha256
 
 
 def test_masked_change_after_apply_is_drifted_and_hashes_the_real_body(tmp_path: Path) -> None:

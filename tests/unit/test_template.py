@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
 
 from xpdeploy.loader import RawStr, load_text
-from xpdeploy.sandbox import MAX_ITERATIONS, environment
+from xpdeploy.sandbox import MAX_ITERATIONS, MAX_OUTPUT, environment
 from xpdeploy.template import Renderer, TemplateProblem, is_template
 
 VARS = {"bonus": 100, "ids": [1, 2], "brand": "Acme", "user": {"name": "Ana"}, "flag": True}
@@ -25,6 +26,11 @@ def render(source: str, variables: dict[str, Any] | None = None) -> Any:
         ("{{ bonus / 8 }}", 12.5),
         ("{{ ids }}", [1, 2]),
         ("{{ ids + [3] }}", [1, 2, 3]),
+        ("{{ [1] + [2] }}", [1, 2]),
+        ("{{ 1 + 2 }}", 3),
+        ("{{ 'a' + 'b' }}", "ab"),
+        ("{{ 'a' ~ 1 }}", "a1"),
+        ("{{ brand ~ '-' ~ bonus ~ none }}", "Acme-100None"),
         ("{{ (1, 'a') }}", [1, "a"]),  # tuples become JSON lists
         ("{{ {'a': bonus, 'b': [flag]} }}", {"a": 100, "b": [True]}),
         ("{{ user }}", {"name": "Ana"}),
@@ -51,6 +57,8 @@ def test_one_expression_yields_its_native_value(source: str, expected: Any) -> N
         ("{{ '<b>' }} & co", "<b> & co"),  # no HTML escaping
         ("Hi {{ user.name }}\n", "Hi Ana\n"),  # the trailing newline is kept
         ("{% for i in ids %}{{ i }},{% endfor %}", "1,2,"),
+        ("{% set s = brand ~ bonus %}{{ s ~ '!' }}", "Acme100!"),
+        ("{% autoescape true %}{{ '<' ~ brand }}{% endautoescape %}", "&lt;Acme"),
     ],
 )
 def test_any_other_string_renders_as_text(source: str, expected: str) -> None:
@@ -87,6 +95,9 @@ def test_default_filter_still_works_with_strict_undefined() -> None:
         ("{{ ''.__class__ }}", "not allowed in a template"),
         ("{{ range(200000)|list }}", "not allowed in a template"),
         ("{% include 'x.yaml' %}", "no loader"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "may not recurse this deep"),
+        ("{{ " + "(" * 500 + "1" + ")" * 500 + " }}", "may not recurse this deep"),
+        ("x {{ " + "[" * 500 + "]" * 500 + " }}", "may not recurse this deep"),
     ],
 )
 def test_other_problems_are_template_syntax(source: str, message: str) -> None:
@@ -109,6 +120,31 @@ def test_nested_loops_have_a_budget_and_each_renderer_its_own() -> None:
 def test_range_still_works() -> None:
     assert render("{{ range(3)|list }}") == [0, 1, 2]
     assert render("{{ range(1, 10, 4)|list }}") == [1, 5, 9]
+
+
+@pytest.mark.parametrize("op", ["~", "+"])
+def test_concatenation_stops_at_the_doubling_past_the_limit(op: str) -> None:
+    start, double = "{% set a = 'x' * 1000 %}", f"{{% set a = a {op} a %}}"
+    assert 1000 * 2**9 <= MAX_OUTPUT < 1000 * 2**10
+    assert render(start + double * 9 + "{{ a|length }}") == str(1000 * 2**9)
+    with pytest.raises(TemplateProblem, match="result longer than") as caught:
+        render(start + double * 10 + "{{ a|length }}")
+    assert caught.value.rule == "template-syntax"
+
+
+@pytest.mark.parametrize("op", ["~", "+"])
+def test_concatenation_is_refused_before_the_string_is_built(op: str) -> None:
+    """Eleven doublings of a 1 MB string would reach 2 GB; not even the first is built."""
+    source = "{% set a = 'x' * 999999 %}" + f"{{% set a = a {op} a %}}" * 11 + "{{ a }}"
+    render("{{ 'warm' ~ 'up' }}")  # Jinja's own first-use allocations are not the point
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateProblem, match="result longer than"):
+            render(source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * MAX_OUTPUT  # the 1 MB string, never its 2 MB double
 
 
 # --- walk: !raw, untouched values, problems with their paths -----------------------------

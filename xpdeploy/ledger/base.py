@@ -50,9 +50,10 @@ class Record:
     response: Any
     message: str | None
     updated_at: str
+    endpoint: str | None = None  # where the send went: an API origin, or "emulator"
 
     def as_dict(self) -> dict[str, Any]:
-        """The SPEC §4 state JSON shape, plus ``message`` and ``updated_at``."""
+        """The SPEC §4 state JSON shape, plus ``message``, ``updated_at`` and ``endpoint``."""
         return {
             "name": self.name,
             "revision": self.revision,
@@ -64,6 +65,7 @@ class Record:
             "response": self.response,
             "message": self.message,
             "updated_at": self.updated_at,
+            "endpoint": self.endpoint,
         }
 
 
@@ -91,11 +93,21 @@ class Event:
     message: str | None = None
     sent_at: str | None = None
     at: str = field(default_factory=utc_now)
+    endpoint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The journal form: unset fields left out so lines stay short in a diff."""
         out: dict[str, Any] = {"kind": self.kind.value, "name": self.name, "at": self.at}
-        for key in ("revision", "body_sha256", "campaign_id", "audience", "message", "sent_at"):
+        keys = (
+            "revision",
+            "body_sha256",
+            "campaign_id",
+            "audience",
+            "message",
+            "sent_at",
+            "endpoint",
+        )
+        for key in keys:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -120,6 +132,7 @@ class Event:
             message=data.get("message"),
             sent_at=data.get("sent_at"),
             at=data["at"],
+            endpoint=data.get("endpoint"),
         )
 
     @classmethod
@@ -136,6 +149,7 @@ class Event:
             message=record.message,
             sent_at=record.sent_at,
             at=record.updated_at,
+            endpoint=record.endpoint,
         )
 
 
@@ -169,6 +183,7 @@ def fold_event(records: dict[str, Record], event: Event) -> None:
             response=event.response,
             message=event.message,
             updated_at=event.at,
+            endpoint=event.endpoint,
         )
         return
     status = _status_of(kind)
@@ -189,6 +204,7 @@ def fold_event(records: dict[str, Record], event: Event) -> None:
         response=old.response if resolved and event.response is None else event.response,
         message=event.message,
         updated_at=event.at,
+        endpoint=old.endpoint if event.endpoint is None else event.endpoint,
     )
 
 

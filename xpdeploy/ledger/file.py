@@ -188,21 +188,20 @@ class FileLedger:
         if not data.strip():
             return _Scan(None, empty, 0, len(data))
         lines = data.split(b"\n")
-        # lines[-1] holds what follows the last newline: empty, or a torn write.
+        # lines[-1] holds what follows the last newline: empty, or a torn write. Only
+        # it can be torn: a line with its newline was written whole, so one that does
+        # not parse was changed afterwards, and dropping it would lose an event.
         if len(lines) == 1:
             raise self._corrupt(1, lines[0], "the header line is incomplete")
         header = self._parse_header(lines[0])
         records: dict[str, Record] = {}
         count, valid_size = 0, len(lines[0]) + 1
-        last = len(lines) - 2
-        for index in range(1, last + 1):
+        for index in range(1, len(lines) - 1):
             raw = lines[index]
             if raw.strip():
                 try:
                     event = Event.from_dict(json.loads(raw))
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                    if index == last and not lines[-1]:
-                        break  # a crash mid-write: this line was never acknowledged
                     raise self._corrupt(index + 1, raw, _reason(exc)) from exc
                 fold_event(records, event)
                 count += 1

@@ -38,6 +38,18 @@ def plan_line(plan: Plan) -> str:
     )
 
 
+def ledger_line(plan: Plan) -> str:
+    """Which ledger the plan was made against; a missing one is said out loud.
+
+    A ledger that does not exist makes every execution new: after a renamed environment
+    or a changed ``state:`` path, that would mean sending everything again.
+    """
+    where = f"ledger {plan.ledger}" if plan.ledger else "ledger"
+    if plan.lineage is None:
+        return f"{where} does not exist yet: every execution is new to it"
+    return f"{where}, serial {plan.serial}"
+
+
 def also_line(plan: Plan) -> str | None:
     s = plan.summary()
     if not (s["unresolved"] or s["retired"]):
@@ -74,9 +86,7 @@ class TextPlan(PlanReporter):
     def emit(self, plan: Plan) -> None:
         color = use_color(self.out)
         write = self.out.write
-        write(
-            f"xpdeploy plan for environment {plan.environment!r} (ledger serial {plan.serial})\n\n"
-        )
+        write(f"xpdeploy plan for environment {plan.environment!r} ({ledger_line(plan)})\n\n")
         if not plan.actions:
             write("  No executions in this environment.\n")
         width = max((len(a.name) for a in plan.actions), default=0)
@@ -110,6 +120,9 @@ class MarkdownPlan(PlanReporter):
         env = plan.environment
         budget.add(f"<!-- xpdeploy plan: {env} -->\n### xpdeploy plan: `{env}`\n\n", required=True)
         budget.add(f"**{plan_line(plan)}** {also_line(plan) or ''}\n\n", required=True)
+        where = ledger_line(plan)
+        budget.add(f"{where[:1].upper()}{where[1:]}.\n\n", required=True)
+
         if not plan.actions:
             budget.add("No executions in this environment.\n", required=True)
             return budget.text()
