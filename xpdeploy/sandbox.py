@@ -48,12 +48,43 @@ class _Budget:
 
 
 def _sized(value: object) -> int:
-    return len(value) if isinstance(value, (str, list, tuple, dict)) else 0
+    """Items plus the characters of the strings inside, counted until past MAX_OUTPUT.
+
+    A list of a million references to one long string is small in memory but huge
+    once joined or serialised, so the strings inside count too.
+    """
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, (list, tuple, dict)):
+        return 0
+    total = 0
+    stack: list[Any] = [value]
+    while stack and total <= MAX_OUTPUT:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, (list, tuple)):
+            total += len(item)
+            stack.extend(item)
+        elif isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.values())
+    return total
 
 
 # A format width or precision of 7+ digits ('{:>10000000}', '%10000000s') builds a
 # string of that size before anything could measure it.
 _WIDE_FORMAT = re.compile(r"(?:\{[^{}]*:[^{}]*|%[-+ #0]*)\d{7,}")
+
+
+def _nondeterministic(what: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise SecurityError(
+            f"{what} gives a different body at every render, so the body sent would not be"
+            " the body reviewed"
+        )
+
+    return refuse
 
 
 def _check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -109,6 +140,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        # Reviewed bodies must be the bodies sent: nothing may differ between two renders.
+        self.filters["random"] = _nondeterministic("the random filter")
+        self.globals["lipsum"] = _nondeterministic("lipsum()")
         self.filters = {name: _guarded(f) for name, f in self.filters.items()}
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:

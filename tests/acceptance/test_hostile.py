@@ -264,3 +264,37 @@ def test_numbers_json_cannot_carry_are_findings(tmp_path: Path, value: str) -> N
     assert "internal error" not in lint.stderr + render.stderr
     assert (lint.exit_code, render.exit_code) == (1, 1)
     assert "Infinity" not in render.stdout
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% set l = ['a' * 999999] * 999999 %}{{ l | join }}",  # small in memory, huge joined
+        "x{% set l = ['a' * 999999] * 999 %}{{ l }}",
+        "{{ ['a' * 999999] * 999 }}",
+    ],
+)
+def test_lists_of_long_strings_count_their_characters(tmp_path: Path, template: str) -> None:
+    project(
+        tmp_path,
+        {
+            "l.yaml": f"name: l\nexecute: {{id: 1, target: [u], push_text: {json.dumps(template)}}}\n"
+        },
+    )
+    result = cli(["lint"])
+    assert result.exit_code == 1
+    assert "template-syntax" in result.stdout and "internal error" not in result.output
+
+
+@pytest.mark.parametrize("template", ["{{ [1, 2, 3] | random }}", "{{ lipsum() }}"])
+def test_templates_are_deterministic(tmp_path: Path, template: str) -> None:
+    """What a pull request reviewed is what CI re-renders and sends."""
+    project(
+        tmp_path,
+        {
+            "r.yaml": f"name: r\nexecute: {{id: 1, target: [u], push_text: {json.dumps(template)}}}\n"
+        },
+    )
+    result = cli(["lint"])
+    assert result.exit_code == 1
+    assert "would not be the body reviewed" in result.stdout
