@@ -18,7 +18,7 @@ from xpdeploy.loader import Document, load_file
 from xpdeploy.model import ExecuteBody, SpecHeader
 from xpdeploy.project import deep_merge, display_path
 from xpdeploy.template import Renderer, TemplateProblem
-from xpdeploy.validation import apptoken_findings, dotted, pydantic_findings
+from xpdeploy.validation import APPTOKEN, apptoken_findings, dotted, pydantic_findings
 from xpdeploy.when import TimeFormatError, normalise_time, parse_api_time
 
 _BODY_VALIDATOR = ExecuteBody.model_validate
@@ -173,6 +173,17 @@ def render_execution(
         )
         return None, findings
     body.update(extra)
+    if _has_apptoken(body) and not _has_apptoken(raw):  # made by a template, not written
+        findings.append(
+            document.at(
+                ("execute",),
+                "apptoken-in-file",
+                "the rendered body has an apptoken key: the token is added at send time from"
+                " the environment variable that apptoken_env names, never from a spec",
+                key=True,
+            )
+        )
+        return None, findings
     if "time" in body:
         try:
             body["time"] = normalise_time(body["time"])
@@ -183,6 +194,14 @@ def render_execution(
         header.name, header.revision, environment, body, document.path, document.line
     )
     return execution, findings
+
+
+def _has_apptoken(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(str(k).lower() == APPTOKEN or _has_apptoken(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_apptoken(v) for v in value)
+    return False
 
 
 def _not_json(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from xpdeploy import __version__
 from xpdeploy.canonical import body_sha256
 from xpdeploy.errors import UserError
+from xpdeploy.execution import Execution
 from xpdeploy.plan import Action, Plan, PlannedAction
 from xpdeploy.report.render import atomic_write
 
@@ -97,6 +98,15 @@ class _PlanFile(BaseModel):
     actions: list[_Action]
 
 
+def _from_body(action: PlannedAction) -> PlannedAction:
+    if action.body is None:
+        return action
+    facts = Execution(action.name, action.revision, "", action.body, "", 0)
+    return replace(
+        action, campaign_id=facts.campaign_id, audience=facts.audience, schedule=facts.schedule
+    )
+
+
 def read_planfile(path: Path) -> SavedPlan:
     """Load a plan file; anything malformed or tampered with is refused."""
     shown = str(path)
@@ -129,6 +139,9 @@ def read_planfile(path: Path) -> SavedPlan:
                 " after it was made; nothing was sent; plan again",
                 path=shown,
             )
-    actions = [PlannedAction(**item.model_dump()) for item in saved.actions]
+        if item.body is not None and "apptoken" in item.body:
+            raise UserError(f"the body of {item.name!r} holds an apptoken: refused", path=shown)
+    # What the guards check is taken from the bodies that will be sent, not from the file.
+    actions = [_from_body(PlannedAction(**item.model_dump())) for item in saved.actions]
     plan = Plan(saved.environment, saved.lineage, saved.serial, actions)
     return SavedPlan(plan, saved.created_at, saved.expires_at, saved.commit, saved.tool_version)

@@ -145,6 +145,9 @@ def apply(
             checked = [
                 guard(a, env, session.now, token_missing=token_missing) for a in saved.plan.actions
             ]
+            unknown = sorted(set(names) - {a.name for a in saved.plan.actions})
+            if unknown:
+                raise UserError(f"not in the saved plan: {', '.join(unknown)}; nothing was sent")
             plan = only(replace(saved.plan, actions=checked), names)
         else:
             plan = build_plan(session, state, names, token_missing=token_missing)

@@ -173,3 +173,17 @@ def test_hostile_names_and_values_do_not_break_the_table() -> None:
 def test_marker_names_the_environment(environment: str) -> None:
     the_plan = make_plan(environment, Environment(), [], EMPTY, NOW)
     assert render(the_plan).startswith(f"<!-- xpdeploy plan: {environment} -->\n")
+
+
+def test_redacted_campaign_and_time_are_masked_in_the_table_too() -> None:
+    ex = Execution(
+        "secret",
+        1,
+        "staging",
+        {"id": 90210, "target": ["a"], "time": "2031-01-01 12:00 UTC"},
+        "c.yaml",
+        1,
+    )
+    text = render(plan([ex]), redact_paths=["id", "time"])
+    assert "90210" not in text and "2031-01-01" not in text
+    assert "| + | `secret` | send | (redacted) | 1 recipient | (redacted) |" in text

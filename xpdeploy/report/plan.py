@@ -77,6 +77,13 @@ class PlanReporter(ABC):
     def emit(self, plan: Plan) -> None:
         """Write the plan."""
 
+    def facts(self, action: PlannedAction) -> tuple[Any, str]:
+        """Campaign id and schedule, masked like the body when review.redact says so."""
+        when = action.schedule or ("now" if action.body is not None else "-")
+        shown = redact({"id": action.campaign_id, "time": when}, self.redact_paths)
+
+        return shown["id"], str(shown["time"])
+
 
 REPORTERS: Registry[PlanReporter] = Registry()
 
@@ -96,7 +103,8 @@ class TextPlan(PlanReporter):
                 sign = click.style(sign, fg=_COLORS[a.action])
             facts = f"revision {a.revision}"
             if a.action is not Action.RETIRED:
-                facts += f", campaign {a.campaign_id}, {audience_text(a)}, {a.schedule or 'now'}"
+                campaign, schedule = self.facts(a)
+                facts += f", campaign {campaign}, {audience_text(a)}, {schedule}"
             write(f"  {sign}  ({facts})\n      {a.reason}\n")
         for a in plan.of(Action.SEND):
             body = pretty_json(shown(a, self.redact_paths) or {})
@@ -130,8 +138,8 @@ class MarkdownPlan(PlanReporter):
         budget.add("|---|---|---|---|---|---|\n", required=True)
         for a in plan.actions:
             budget.add(
-                f"| {a.action.sign} | `{a.name}` | {a.action.value} | {cell(a.campaign_id)} |"
-                f" {audience_text(a)} | {cell(a.schedule or '-')} |\n"
+                f"| {a.action.sign} | `{a.name}` | {a.action.value} | {cell(self.facts(a)[0])} |"
+                f" {audience_text(a)} | {cell(self.facts(a)[1])} |\n"
             )
         rows_dropped = budget.dropped
         budget.dropped = 0
