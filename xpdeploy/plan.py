@@ -229,6 +229,38 @@ def _twins(actions: list[PlannedAction], state: LedgerState) -> list[PlannedActi
     return checked
 
 
+def _rename_hints(
+    actions: list[PlannedAction], state: LedgerState, present: set[str]
+) -> list[PlannedAction]:
+    """Say so when a new send looks like a sent execution whose spec is gone (a rename).
+
+    Only a hint: a body that names itself ({{ name }}) differs after a rename, so the
+    exact-body check cannot tell; the same campaign and audience are a strong sign.
+    """
+    gone = [
+        (name, r)
+        for name, r in state.records.items()
+        if name not in present and r.status is Status.APPLIED
+    ]
+    hinted = []
+    for action in actions:
+        if action.action is Action.SEND and action.name not in state.records:
+            alike = [
+                name
+                for name, r in gone
+                if r.campaign_id == action.campaign_id and r.audience == action.audience
+            ]
+            if alike:
+                action = replace(
+                    action,
+                    reason=f"{action.reason}; NOTE: {alike[0]!r} was sent to the same campaign and"
+                    f" audience and its spec is gone: if this is it renamed, run `xpdeploy state"
+                    f" mv {alike[0]} {action.name}` instead of sending it again",
+                )
+        hinted.append(action)
+    return hinted
+
+
 def _left_behind(name: str, record: Record, known_names: set[str]) -> PlannedAction:
     """A ledger entry with no execution in this environment any more."""
     where = "no longer applies to this environment" if name in known_names else "its spec is gone"
@@ -275,6 +307,7 @@ def make_plan(
         actions.append(guard(planned, env, now, token_missing=token_missing))
     actions = _twins(actions, state)
     present = {ex.name for ex in executions}
+    actions = _rename_hints(actions, state, present)
     known = set(known_names)
     actions += [
         _left_behind(name, record, known)

@@ -309,3 +309,14 @@ def test_segment_sends_are_blocked_under_max_targets(segment: dict[str, Any]) ->
     )
     assert make_plan("staging", allowed, [ex], state(), NOW).actions[0].action is Action.SEND
     assert make_plan("staging", ENV, [ex], state(), NOW).actions[0].action is Action.SEND
+
+
+def test_a_send_that_looks_like_a_renamed_sent_execution_says_so() -> None:
+    renamed = execution("spring-2031")  # its body names itself: the hashes differ
+    old = record(name="spring", sha="e" * 64)  # applied, same campaign (42) and audience (2)
+    plan = make_plan("staging", ENV, [renamed], state(old), NOW)
+    actions = {a.name: a for a in plan.actions}
+    assert actions["spring-2031"].action is Action.SEND
+    assert "xpdeploy state mv spring spring-2031" in actions["spring-2031"].reason
+    unrelated = make_plan("staging", ENV, [execution("other")], state(), NOW)
+    assert "NOTE" not in unrelated.actions[0].reason
