@@ -16,6 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The deploy fixtures (emulator, deploy_env, make_deploy, deploy) for every test module.
+pytest_plugins = ["deploy_helpers"]
+
 _real_connect = socket.socket.connect
 
 

@@ -10,16 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deploy_helpers import (  # noqa: F401 -- fixtures are registered by importing them
+from deploy_helpers import (
     ENV,
     TOKEN,
     TOKEN_ENV,
     Deploy,
-    deploy_env_fixture,
-    deploy_fixture,
-    emulator_fixture,
     lock_held_elsewhere,
-    make_deploy_fixture,
     output,
     python_cli,
     run,

@@ -11,12 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from deploy_helpers import (  # noqa: F401 -- fixtures are registered by importing them
+from deploy_helpers import (
     Deploy,
-    deploy_env_fixture,
-    deploy_fixture,
-    emulator_fixture,
-    make_deploy_fixture,
     output,
     python_cli,
 )

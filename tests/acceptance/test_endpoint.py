@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from deploy_helpers import (  # noqa: F401 -- fixtures are registered by importing them
+from deploy_helpers import (
     TOKEN,
     TOKEN_ENV,
     Deploy,
-    deploy_env_fixture,
-    deploy_fixture,
-    emulator_fixture,
-    make_deploy_fixture,
     output,
 )
 

@@ -9,14 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import (  # noqa: F401 -- fixtures are registered by importing them
+from deploy_helpers import (
     ENV,
     TOKEN_ENV,
     Deploy,
-    deploy_env_fixture,
-    deploy_fixture,
-    emulator_fixture,
-    make_deploy_fixture,
     output,
 )
 

@@ -6,12 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from deploy_helpers import (  # noqa: F401 -- fixtures are registered by importing them
+from deploy_helpers import (
     Deploy,
-    deploy_env_fixture,
-    deploy_fixture,
-    emulator_fixture,
-    make_deploy_fixture,
     output,
 )
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from deploy_helpers import (  # noqa: F401 -- fixtures are registered by importing them
+from deploy_helpers import (
     Deploy,
-    deploy_env_fixture,
-    deploy_fixture,
-    emulator_fixture,
-    make_deploy_fixture,
     output,
 )
 

@@ -10,16 +10,12 @@ import sys
 from typing import Any
 
 import pytest
-from deploy_helpers import (  # noqa: F401 -- fixtures are registered by importing them
+from deploy_helpers import (
     ENV,
     HOLD_LOCK,
     STATE,
     Deploy,
-    deploy_env_fixture,
-    deploy_fixture,
-    emulator_fixture,
     lock_held_elsewhere,
-    make_deploy_fixture,
     output,
 )
 
