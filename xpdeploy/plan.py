@@ -76,6 +76,8 @@ class PlannedAction:
             "campaign_id": self.campaign_id,
             "audience": self.audience,
             "schedule": self.schedule,
+            "applied_body_sha256": self.applied_sha256,
+
         }
 
 
