@@ -18,7 +18,13 @@ from xpdeploy.loader import Document, load_file
 from xpdeploy.model import ExecuteBody, SpecHeader
 from xpdeploy.project import deep_merge, display_path
 from xpdeploy.template import Renderer, TemplateProblem
-from xpdeploy.validation import APPTOKEN, apptoken_findings, dotted, pydantic_findings
+from xpdeploy.validation import (
+    apptoken_findings,
+    dotted,
+    has_apptoken_key,
+    nodes,
+    pydantic_findings,
+)
 from xpdeploy.when import TimeFormatError, normalise_time, parse_api_time
 
 _BODY_VALIDATOR = ExecuteBody.model_validate
@@ -153,7 +159,8 @@ def render_execution(
         _BODY_VALIDATOR(rendered)
     except ValidationError as exc:
         return None, pydantic_findings(exc, document, ExecuteBody, ("execute",), rendered)
-    unrepresentable = _not_json(rendered)
+    odd = any(_odd_number(node) for node in nodes(rendered))
+    unrepresentable = _not_json(rendered) if odd else None
     if unrepresentable is not None:
         path, why = unrepresentable
         return None, [
@@ -173,7 +180,7 @@ def render_execution(
         )
         return None, findings
     body.update(extra)
-    if _has_apptoken(body) and not _has_apptoken(raw):  # made by a template, not written
+    if has_apptoken_key(body) and not has_apptoken_key(raw):  # made by a template
         findings.append(
             document.at(
                 ("execute",),
@@ -196,22 +203,20 @@ def render_execution(
     return execution, findings
 
 
-def _has_apptoken(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(str(k).lower() == APPTOKEN or _has_apptoken(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_apptoken(v) for v in value)
-    return False
+def _odd_number(value: Any) -> bool:
+    """inf, nan, or an integer past 64 bits: numbers JSON or the API cannot carry."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63
 
 
 def _not_json(
     value: Any, path: tuple[str | int, ...] = ()
 ) -> tuple[tuple[str | int, ...], str] | None:
-    """The first value JSON cannot carry faithfully: inf, nan, or an integer past 64 bits."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path, f"{value} is not a JSON number"
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
-        return path, "integer too large for the API (more than 64 bits)"
+    """Where the first value JSON cannot carry faithfully is: inf, nan, an int past 64 bits."""
+    if _odd_number(value):
+        kind = "is not a JSON number" if isinstance(value, float) else "is larger than 64 bits"
+        return path, f"{value if isinstance(value, float) else 'the integer'} {kind}"
     if isinstance(value, dict):
         items: Iterable[tuple[str | int, Any]] = value.items()
     elif isinstance(value, list):

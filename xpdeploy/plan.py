@@ -77,7 +77,6 @@ class PlannedAction:
             "audience": self.audience,
             "schedule": self.schedule,
             "applied_body_sha256": self.applied_sha256,
-
         }
 
 

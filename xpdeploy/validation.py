@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -126,8 +127,29 @@ def _classify(error: Any, path: KeyPath, at_key: bool, model: type[BaseModel]) -
     return "schema", message
 
 
+def nodes(value: Any) -> Iterator[Any]:
+    """Every mapping, list and scalar in a tree, without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        yield item
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def has_apptoken_key(value: Any) -> bool:
+    return any(
+        isinstance(node, dict) and any(str(k).lower() == APPTOKEN for k in node)
+        for node in nodes(value)
+    )
+
+
 def apptoken_findings(document: Document, base: KeyPath = ()) -> list[Finding]:
     """A key named apptoken anywhere in a document: the token belongs in the environment."""
+    if not has_apptoken_key(_at(document.value, base)):
+        return []  # the common case, without building a path for every node
     found: list[Finding] = []
     stack: list[tuple[KeyPath, Any]] = [(base, _at(document.value, base))]
     while stack:
