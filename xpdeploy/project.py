@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from xpdeploy.errors import FindingsError, UserError
 from xpdeploy.findings import Finding
-from xpdeploy.loader import Document, load_file, resolve_scalar
+from xpdeploy.loader import Document, load_file, load_text
 from xpdeploy.model import Environment, ProjectFile
 from xpdeploy.validation import apptoken_findings, pydantic_findings
 
@@ -78,20 +78,28 @@ class Overrides:
     vars: tuple[str, ...] = ()
 
     def parsed_vars(self) -> dict[str, Any]:
-        """``KEY=VALUE`` pairs; dotted keys set nested values; values are YAML scalars."""
+        """``KEY=VALUE`` pairs; dotted keys set nested values; values are YAML, read as in
+        a file: ``100`` is a number, ``'007'`` the string 007, ``[a, b]`` a list."""
         result: dict[str, Any] = {}
         for item in self.vars:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise UserError(f"--var {item!r}: expected KEY=VALUE")
-            try:
-                value = resolve_scalar(raw)
-            except ValueError as exc:
-                raise UserError(f"--var {key}: {exc}") from None
+            value = _yaml_value(key.strip(), raw)
             for part in reversed(key.strip().split(".")):
                 value = {part: value}
             result = deep_merge(result, value)
         return result
+
+
+def _yaml_value(key: str, raw: str) -> Any:
+    if not raw.strip():
+        return ""  # `--var note=` means an empty string, not null
+    loaded = load_text(raw, f"--var {key}")
+    if loaded.findings:
+        first = loaded.findings[0]
+        raise UserError(f"--var {key}: not a YAML value ({first.message}); quote it")
+    return loaded.documents[0].value if loaded.documents else ""
 
 
 @dataclass

@@ -108,8 +108,11 @@ def test_repeated_var_files_apply_in_order(layered: Path) -> None:
         (("a.b=3", "a.c=x", "a.b=4"), {"a": {"b": 4, "c": "x"}}),
         (
             ("x=yes", "y=true", "z=", "w=~", "h=0x10", "f=1.5"),
-            {"x": "yes", "y": True, "z": None, "w": None, "h": 16, "f": 1.5},
+            {"x": "yes", "y": True, "z": "", "w": None, "h": 16, "f": 1.5},
         ),
+        (("code='007'", 'q="00 7"', "n=007"), {"code": "007", "q": "00 7", "n": 7}),
+        (("l=[1, b]", "m={k: v}"), {"l": [1, "b"], "m": {"k": "v"}}),
+
         (("url=https://a.example/?q=1",), {"url": "https://a.example/?q=1"}),
         ((" k =v",), {"k": "v"}),
     ],
