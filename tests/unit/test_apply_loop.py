@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -72,7 +73,34 @@ def test_pending_is_on_disk_before_the_request_leaves(ledger: FileLedger, path: 
     assert records["a"].sent_at
 
 
+def test_pending_is_fsynced_before_the_request_leaves(
+    ledger: FileLedger, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read back through the page cache proves nothing after a power cut: fsync must come first."""
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        # The journal itself, or the temp file that atomically becomes it on the first write.
+        if Path(os.path.realpath(f"/proc/self/fd/{fd}")).parent == path.parent.resolve():
+            events.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def sender(body: dict[str, Any]) -> Outcome:
+        events.append(f"post:{name_of(body)}")
+        return ok(body)
+
+    assert send_all(ledger, plan_of(action("a"), action("b")), sender, parallelism=1).ok
+    # a's pending is synced before a's request; a's outcome and b's pending before b's.
+    first_post, second_post = events.index("post:a"), events.index("post:b")
+    assert "fsync" in events[:first_post]
+    assert events[first_post:second_post].count("fsync") == 2
+
+
 def test_outcomes_are_recorded_per_execution(ledger: FileLedger) -> None:
+
     answers = {
         "a": Outcome("applied", 200, {"success": True}, "ok", 1),
         "b": Outcome("failed", 400, {"success": False}, "HTTP 400: no", 1),

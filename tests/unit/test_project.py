@@ -112,7 +112,6 @@ def test_repeated_var_files_apply_in_order(layered: Path) -> None:
         ),
         (("code='007'", 'q="00 7"', "n=007"), {"code": "007", "q": "00 7", "n": 7}),
         (("l=[1, b]", "m={k: v}"), {"l": [1, "b"], "m": {"k": "v"}}),
-
         (("url=https://a.example/?q=1",), {"url": "https://a.example/?q=1"}),
         ((" k =v",), {"k": "v"}),
     ],
