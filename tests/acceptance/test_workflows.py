@@ -328,7 +328,21 @@ def _project() -> Any:
     return _load(REPO / "xpdeploy.yaml")
 
 
+def _ci_environments() -> list[str]:
+    """The project's environments that talk to a real API: the ones CI must plan and apply."""
+    environments = _project()["environments"]
+    return [name for name, env in environments.items() if env.get("api_url") != "emulator"]
+
+
+def test_workflows_cover_exactly_the_projects_real_environments() -> None:
+    """An environment added to xpdeploy.yaml but not to the workflows is never applied."""
+    plan = _jobs(_load(WORKFLOWS / "campaigns-plan.yml"))["plan"]
+    assert plan["strategy"]["matrix"]["environment"] == _ci_environments()
+    assert list(_apply_jobs()) == _ci_environments()
+
+
 def test_apply_workflow_triggers() -> None:
+
     on = _load(WORKFLOWS / "campaigns-apply.yml")["on"]
     assert on["push"]["branches"] == ["main"]
     assert set(on["push"]["paths"]) == {"campaigns/**", "vars/**", "xpdeploy.yaml"}
