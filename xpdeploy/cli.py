@@ -195,14 +195,17 @@ def lint(session: Session, paths: tuple[Path, ...], all_envs: bool, fmt: str, st
     except FindingsError as exc:  # the project file itself is broken: still a report
         reporter.emit(exc.findings, 0)
         sys.exit(ExitCode.ERROR)
+    if all_envs and session.environment:
+        raise click.UsageError("give -e NAME or --all-envs, not both")
     envs = list(project.config.environments) if all_envs else [session.env_name]
+
     files, shown = project.files_named(paths) if paths else (None, set())
     result = session.check(envs, files)
     findings = result.findings
     if paths:
         findings = [f for f in findings if f.path in shown]
-    checked = sum(len(v) for v in result.executions.values())
-    reporter.emit(findings, checked)
+    reporter.emit(findings, len(shown) if paths else len(project.spec_files))
+
     failing = [f for f in findings if strict or f.severity.value == "error"]
     sys.exit(ExitCode.ERROR if failing else ExitCode.OK)
 

@@ -210,7 +210,10 @@ def diff(session: Session, base: str, all_envs: bool, fmt: str, detailed_exitcod
     from xpdeploy.diff import compare
     from xpdeploy.report.diff import REPORTERS
 
+    if all_envs and session.environment:
+        raise click.UsageError("give -e NAME or --all-envs, not both")
     envs = None if all_envs or not session.environment else [session.env_name]
+
     result = compare(session, base, envs)
     REPORTERS.get(fmt)(sys.stdout).emit(result)
     if detailed_exitcode and result.changes:

@@ -10,9 +10,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-TARGET_BY = ("user_id", "id", "external_id", "token", "email")
-MESSAGE_TYPES = ("1", "2", "3", "6", "7", "8", "9")
-RETRY_PERIODS = ("hours", "days", "weeks")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 
 Flag = Literal[0, 1]

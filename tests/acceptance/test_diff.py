@@ -260,8 +260,10 @@ def test_environment_selection(tmp_path: Path) -> None:
     assert {c[0] for c in changed(diff_json())} == {"local", "staging"}  # not just the default
     assert changed(diff_json("-e", "staging")) == {c for c in EXPECTED if c[0] == "staging"}
     assert changed(diff_json("--env", "local")) == {c for c in EXPECTED if c[0] == "local"}
-    assert changed(diff_json("-e", "staging", "--all-envs")) == EXPECTED
+    both = cli(["diff", "--base", "HEAD", "-e", "staging", "--all-envs"])
+    assert both.exit_code == 1 and "not both" in both.stderr  # ambiguous: refused
     assert changed(diff_json("--all-envs")) == EXPECTED
+
     result = cli(["diff", "--base", "HEAD", "-e", "prod"])
     assert result.exit_code == 1 and "prod" in result.stderr
 

@@ -152,7 +152,7 @@ def test_text_format(two_findings: Path) -> None:
     assert result.stdout == (
         f"campaigns/devices.yaml:2:1: warning target-by {TARGET_BY}\n"
         f"campaigns/promo.yaml:6:15: error undefined-variable {UNDEFINED}\n"
-        "1 execution(s) checked: 1 error(s), 1 warning(s)\n"
+        "2 spec file(s) checked: 1 error(s), 1 warning(s)\n"
     )
 
 

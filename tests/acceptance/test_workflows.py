@@ -483,7 +483,14 @@ def test_ci_runs_the_checks_on_every_python() -> None:
 
 
 def test_pre_commit_hook() -> None:
-    (hook,) = _load(REPO / ".pre-commit-hooks.yaml")
+    hook, project_hook = _load(REPO / ".pre-commit-hooks.yaml")
+    assert project_hook["id"] == "xpdeploy-lint-project"
+    assert project_hook["pass_filenames"] is False
+    project_files = re.compile(project_hook["files"])
+    assert project_files.search("vars/staging.yaml") and project_files.search("xpdeploy.yaml")
+    assert not project_files.search("campaigns/welcome.yaml")
+    assert _check_call(project_hook["entry"].split()[1:]) == []
+
     assert hook["id"] == "xpdeploy-lint"
     assert hook["entry"] == "xpdeploy lint"
     assert hook["language"] == "python"

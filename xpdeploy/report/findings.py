@@ -49,7 +49,7 @@ class TextReporter(FindingsReporter):
             return
         counts = Counter(f.severity for f in findings)
         summary = (
-            f"{checked} execution(s) checked: {counts[Severity.ERROR]} error(s),"
+            f"{checked} spec file(s) checked: {counts[Severity.ERROR]} error(s),"
             f" {counts[Severity.WARNING]} warning(s)"
         )
         self.out.write(summary + "\n")
