@@ -27,6 +27,7 @@ import xpdeploy.runner
         ["nope"],
         ["lint", "--format", "nope"],
         ["plan", "--detailed-exitcode", "--nope"],
+        ["lint", "-e", "local", "--all-envs"],  # ambiguous: refused, not guessed
     ],
 )
 def test_usage_errors_exit_1_not_2(tmp_path: Path, args: list[str]) -> None:
