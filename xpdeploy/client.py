@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,18 +78,35 @@ class ExecuteClient:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._random = random.Random()  # noqa: S311 -- jitter, not cryptography
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            # No keep-alive: a reused connection that the server closed while idle fails
-            # after the request was written, which would turn into a needless `unknown`.
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=0),
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"xpdeploy/{__version__}",
-            },
-            follow_redirects=False,
-        )
+        # One connection pool per thread: parallel sends then never share a pool, whose
+        # bookkeeping could close one thread's connection under another (seen as EBADF
+        # after the request was written: a needless `unknown`).
+        self._local = threading.local()
+        self._pools: list[httpx.Client] = []
+        self._pools_lock = threading.Lock()
+        self._closed = False
+
+    def _http(self) -> httpx.Client:
+        pool: httpx.Client | None = getattr(self._local, "pool", None)
+        if pool is None:
+            with self._pools_lock:
+                if self._closed:
+                    raise RuntimeError("the client is closed")
+                pool = httpx.Client(
+                    timeout=httpx.Timeout(self._timeout),
+                    # No keep-alive: a reused connection that the server closed while idle
+                    # fails after the request was written: a needless `unknown`.
+                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
+                    headers={
+                        "Content-Type": "application/json",
+                        "Accept": "application/json",
+                        "User-Agent": f"xpdeploy/{__version__}",
+                    },
+                    follow_redirects=False,
+                )
+                self._pools.append(pool)
+            self._local.pool = pool
+        return pool
 
     def __repr__(self) -> str:
         return f"ExecuteClient(base_url={self.base_url!r}, apptoken={MASK!r})"
@@ -106,7 +124,11 @@ class ExecuteClient:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._http.close()
+        with self._pools_lock:
+            self._closed = True
+            pools, self._pools = self._pools, []
+        for pool in pools:
+            pool.close()
 
     def execute(self, body: dict[str, Any]) -> Outcome:
         """POST one execute-campaign request (with the apptoken added) and classify the result."""
@@ -154,7 +176,7 @@ class ExecuteClient:
 
     def _attempt(self, content: bytes, attempt: int) -> Outcome | _Retryable:
         try:
-            response = self._http.post(self.base_url + EXECUTE_PATH, content=content)
+            response = self._http().post(self.base_url + EXECUTE_PATH, content=content)
         except _NOT_SENT as exc:
             return _Retryable(None, None, self._describe(exc), None)
         except _NEVER_SENT as exc:
