@@ -143,10 +143,11 @@ class Guards(_Strict):
 
 
 class Environment(_Strict):
-    api_url: str = Field(
+    api_url: Annotated[str, Field(pattern=r"^(emulator|https?://[^\s/?#]+[^\s]*)$")] = Field(
         "https://external-api.xtremepush.com",
         description="'emulator' for the built-in emulator; US: https://api.us.xtremepush.com",
     )
+
     apptoken_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
         "XPDEPLOY_APPTOKEN", description="NAME of the environment variable holding the token."
     )

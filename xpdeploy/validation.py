@@ -104,6 +104,14 @@ def pydantic_findings(
     return findings
 
 
+# What a pattern means, for people (the schema keeps the exact regular expression).
+_PATTERN_HINTS = {
+    "name": "use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+    "api_url": "use 'emulator' or an http(s) URL such as https://external-api.xtremepush.com",
+    "apptoken_env": "the NAME of an environment variable, such as XPDEPLOY_APPTOKEN",
+}
+
+
 def _classify(error: Any, path: KeyPath, at_key: bool, model: type[BaseModel]) -> tuple[str, str]:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -122,6 +130,9 @@ def _classify(error: Any, path: KeyPath, at_key: bool, model: type[BaseModel]) -
     if path and path[-1] == "retry_for_period":
         return "retry-period", "retry_for_period must be one of 'hours', 'days', 'weeks'"
     message = error["msg"]
+    if kind == "string_pattern_mismatch":
+        field = next((step for step in reversed(path) if isinstance(step, str)), "")
+        message = _PATTERN_HINTS.get(str(field), message)
     if kind == "missing":
         message = f"required field {error['loc'][-1]!r} is missing"
     return "schema", message
