@@ -107,8 +107,8 @@ class ExecuteBody(_Strict):
 EXECUTE_FIELDS = tuple(ExecuteBody.model_fields)
 
 
-class Spec(_Strict):
-    """One campaign execution as kept in git."""
+class SpecHeader(_Strict):
+    """A spec before rendering: everything but the body, which is checked after."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)] = Field(description="Unique in the project.")
     revision: Annotated[int, Field(ge=1)] = Field(
@@ -119,18 +119,13 @@ class Spec(_Strict):
         None, description="Where this execution applies; default: every environment."
     )
     vars: dict[str, Any] | None = Field(None, description="Defaults, lowest precedence.")
-    execute: ExecuteBody
-
-
-class SpecHeader(_Strict):
-    """A spec before rendering: everything but the body, which is checked after."""
-
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    revision: Annotated[int, Field(ge=1)] = 1
-    description: str | None = None
-    environments: list[NonEmptyStr] | None = None
-    vars: dict[str, Any] | None = None
     execute: dict[str, Any]
+
+
+class Spec(SpecHeader):
+    """One campaign execution as kept in git."""
+
+    execute: ExecuteBody  # type: ignore[assignment]  # the rendered body, validated after
 
 
 class Guards(_Strict):
