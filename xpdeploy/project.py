@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ EMULATOR = "emulator"
 
 
 def _loopback(host: str) -> bool:
+    import ipaddress  # only apply asks; keeps it out of every start-up
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
