@@ -104,9 +104,6 @@ class ExecuteBody(_Strict):
     )
 
 
-EXECUTE_FIELDS = tuple(ExecuteBody.model_fields)
-
-
 class SpecHeader(_Strict):
     """A spec before rendering: everything but the body, which is checked after."""
 

@@ -20,7 +20,6 @@ from xpdeploy.report.render import atomic_write
 
 KIND = "xpdeploy-plan"
 FORMAT_VERSION = 1
-DEFAULT_TTL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
