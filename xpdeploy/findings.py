@@ -25,6 +25,11 @@ _RULES = [
         "The file is not valid YAML, or uses a feature xpdeploy refuses.",
     ),
     Rule("duplicate-key", Severity.ERROR, "A mapping has the same key twice."),
+    Rule(
+        "leading-zero",
+        Severity.WARNING,
+        "A number written with leading zeros, which YAML drops: 00123 is read as 123.",
+    ),
     Rule("schema", Severity.ERROR, "The spec or request body does not match the JSON Schema."),
     Rule(
         "unknown-field",

@@ -173,7 +173,7 @@ def check(
     sources, findings = load_specs(spec_files, project.config.environments)
     documents = {s.name: s.document for s in sources}
     result = CheckResult(sources=sources)
-    unique: set[Finding] = set(findings)
+    unique: set[Finding] = {*findings, *project.warnings}
     for name in environments:
         env = project.environment(name)
         layer = project.var_layer(name, overrides)

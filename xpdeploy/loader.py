@@ -36,6 +36,7 @@ _KEY_TAGS = (None, "!", _STD + "str")
 _NULL = re.compile(r"^(?:~|null|Null|NULL)?$")
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"^[-+]?(?:[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9]")
 _FLOAT = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
@@ -222,17 +223,33 @@ class _Builder:
         if tag is not None and tag != "!" and tag != _STD + kind:
             raise _Reject("yaml-syntax", f"unsupported tag {_short_tag(tag)}", event.start_mark)
 
-    @staticmethod
-    def _scalar(event: Any) -> Any:
+    def _scalar(self, event: Any) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
             if event.style or not event.implicit[0] or tag == "!":
                 return event.value  # quoted, or '!': a string
             try:
-                return resolve_scalar(event.value)
+                value = resolve_scalar(event.value)
             except ValueError as exc:
                 raise _Reject("yaml-syntax", str(exc), event.start_mark) from None
+            if type(value) is int and _LEADING_ZERO.match(event.value):
+                self._leading_zero(event, value)
+            return value
         return _tagged(tag, event.value, event.start_mark)
+
+    def _leading_zero(self, event: Any, value: int) -> None:
+        """`target: [00123]` is the number 123 to YAML: a different recipient than "00123"."""
+        mark = event.start_mark
+        self.findings.append(
+            finding(
+                "leading-zero",
+                f"{event.value} is read as the number {value}: YAML drops leading zeros."
+                f' Quote it ("{event.value}") to keep the text',
+                self.path,
+                mark.line + 1,
+                mark.column + 1,
+            )
+        )
 
     def _mapping(self, depth: int) -> tuple[dict[str, Any], int]:
         result: dict[str, Any] = {}

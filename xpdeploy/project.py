@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from xpdeploy.errors import FindingsError, UserError
-from xpdeploy.findings import Finding
+from xpdeploy.findings import Finding, Severity
 from xpdeploy.loader import Document, load_file, load_text
 from xpdeploy.model import Environment, ProjectFile
 from xpdeploy.validation import apptoken_findings, pydantic_findings
@@ -99,6 +99,8 @@ def _yaml_value(key: str, raw: str) -> Any:
     loaded = load_text(raw, f"--var {key}")
     if loaded.findings:
         first = loaded.findings[0]
+        if first.severity is Severity.WARNING:  # a command line has no place for warnings
+            raise UserError(f"--var {key}: {first.message}")
         raise UserError(f"--var {key}: not a YAML value ({first.message}); quote it")
     return loaded.documents[0].value if loaded.documents else ""
 
@@ -118,6 +120,7 @@ class Project:
     file: Path
     config: ProjectFile
     document: Document
+    warnings: list[Finding] = field(default_factory=list)  # reported by lint
 
     @property
     def root(self) -> Path:
@@ -244,7 +247,8 @@ def load_project(explicit: Path | None = None, start: Path | None = None) -> Pro
     file = find_project_file(start, explicit)
     shown = display_path(file)
     loaded = load_file(file, shown)
-    problems = list(loaded.findings)
+    problems = [f for f in loaded.findings if f.severity is Severity.ERROR]
+    warnings = [f for f in loaded.findings if f.severity is Severity.WARNING]
     if not problems and len(loaded.documents) != 1:
         raise UserError("the project file must hold exactly one YAML document", path=shown)
     document = loaded.documents[0] if loaded.documents else None
@@ -266,7 +270,7 @@ def load_project(explicit: Path | None = None, start: Path | None = None) -> Pro
             path=shown,
             line=document.mark(("default_environment",))[0],
         )
-    return Project(file, config, document)
+    return Project(file, config, document, warnings)
 
 
 def _as_error(findings: Iterable[Finding]) -> FindingsError:

@@ -226,7 +226,8 @@ def test_aliases_share_their_anchor_value() -> None:
     ],
 )
 def test_yaml_1_2_core_schema(text: str, expected: Any) -> None:
-    value = one(f"a: {text}\n")["a"]
+    [document] = load_text(f"a: {text}\n", "f.yaml").documents
+    value = document.value["a"]
     assert value == expected and type(value) is type(expected)
     assert resolve_scalar(text) == expected
 
@@ -237,6 +238,33 @@ def test_quoted_scalars_are_strings() -> None:
 
 def test_nan_is_a_float() -> None:
     assert math.isnan(one("a: .nan\n")["a"])
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("007", True),
+        ("-0042", True),
+        ("+01", True),
+        ("00", True),
+        ("0", False),
+        ("-0", False),
+        ("10", False),
+        ("0x0F", False),  # a hex number says it is one
+        ("0o17", False),
+        ("'007'", False),
+        ("!!int 007", False),  # asked for a number explicitly
+        ("0.5", False),
+        ("007.5", False),  # a float: YAML keeps its value, only the text changes
+    ],
+)
+def test_leading_zeros_are_flagged_where_yaml_drops_them(text: str, flagged: bool) -> None:
+    result = load_text(f"ids:\n  - {text}\n", "f.yaml")
+    assert [(f.rule, f.severity.value, f.line, f.column) for f in result.findings] == (
+        [("leading-zero", "warning", 2, 5)] if flagged else []
+    )
+    if flagged:
+        assert f'"{text}"' in result.findings[0].message
 
 
 # --- documents and files -------------------------------------------------------------------------

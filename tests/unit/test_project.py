@@ -110,7 +110,7 @@ def test_repeated_var_files_apply_in_order(layered: Path) -> None:
             ("x=yes", "y=true", "z=", "w=~", "h=0x10", "f=1.5"),
             {"x": "yes", "y": True, "z": "", "w": None, "h": 16, "f": 1.5},
         ),
-        (("code='007'", 'q="00 7"', "n=007"), {"code": "007", "q": "00 7", "n": 7}),
+        (("code='007'", 'q="00 7"', "n=0"), {"code": "007", "q": "00 7", "n": 0}),
         (("l=[1, b]", "m={k: v}"), {"l": [1, "b"], "m": {"k": "v"}}),
         (("url=https://a.example/?q=1",), {"url": "https://a.example/?q=1"}),
         ((" k =v",), {"k": "v"}),
@@ -124,6 +124,30 @@ def test_var_parsing(items: tuple[str, ...], expected: dict[str, Any]) -> None:
 def test_var_without_a_key_is_an_error(item: str) -> None:
     with pytest.raises(UserError, match="expected KEY=VALUE"):
         Overrides(vars=(item,)).parsed_vars()
+
+
+def test_var_with_leading_zeros_is_an_error_not_a_silent_number() -> None:
+    with pytest.raises(UserError, match=r'--var n: 007 is read as the number 7.*"007"'):
+        Overrides(vars=("n=007",)).parsed_vars()
+
+
+def test_leading_zeros_in_the_project_file_are_warnings_lint_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project(tmp_path, {"a.yaml": CLEAN_SPEC.format(name="a")})
+    text = project_text(vars={"store": "0042"}).replace('"0042"', "0042")
+    (tmp_path / "xpdeploy.yaml").write_text(text)
+    assert load_project(tmp_path / "xpdeploy.yaml").config.vars["store"] == 42
+    monkeypatch.chdir(tmp_path)
+    result = cli(["lint", "--format", "json"])
+    assert result.exit_code == 0
+    [found] = json.loads(result.stdout)["findings"]
+    assert (found["path"], found["line"], found["rule"], found["severity"]) == (
+        "xpdeploy.yaml",
+        3,
+        "leading-zero",
+        "warning",
+    )
 
 
 def test_var_with_a_huge_number_is_an_error() -> None:
