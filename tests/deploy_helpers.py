@@ -4,6 +4,9 @@ The project's environment points at ``https://example.invalid`` and is redirecte
 the test's own `Emulator` with ``XPDEPLOY_API_URL``, so the real HTTP client talks to
 a real socket. The emulator checks the apptoken, so an accepted request proves the
 token was sent.
+
+At the end, the helpers of the ledger's own tests (test_ledger.py, test_ledger_lock.py):
+events built with ``pending``; their fixtures are in tests/unit/conftest.py.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from click.testing import CliRunner, Result
 
 from xpdeploy.cli import main
 from xpdeploy.emulator import Emulator
-from xpdeploy.ledger import FileLedger, LedgerState, Record
+from xpdeploy.ledger import Event, EventKind, FileLedger, LedgerState, LockInfo, Record
 
 ENV = "staging"
 TOKEN = "tok-test-5c9d"
@@ -269,3 +272,16 @@ def lock_held_elsewhere(deploy: Deploy) -> Iterator[subprocess.Popen[str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- the ledger on its own (test_ledger.py, test_ledger_lock.py) ----------------
+
+K = EventKind
+SHA1, SHA2 = "a" * 64, "b" * 64
+INFO = LockInfo("host-test", 4242, "2026-01-01T00:00:00Z", None, "xpdeploy apply")
+
+
+def pending(name: str = "welcome", revision: int = 1, sha: str = SHA1, at: str = "T1") -> Event:
+    return Event(
+        K.PENDING, name, revision=revision, body_sha256=sha, campaign_id=7, audience=2, at=at
+    )

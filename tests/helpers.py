@@ -1,14 +1,18 @@
-"""Builders shared by the tests: file trees from dicts, small projects, the CLI."""
+"""Builders shared by the tests: file trees from dicts, small projects, the CLI; and, at
+the end, the GitHub workflows as parsed YAML and the git repositories of the diff tests.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
+from ruamel.yaml import YAML
 
 from xpdeploy.cli import main
 
@@ -83,3 +87,75 @@ def lint_json(args: Sequence[str] = (), env: Mapping[str, str] | None = None) ->
     """``xpdeploy lint --format json ARGS``: the exit code and the parsed document."""
     result = cli(["lint", "--format", "json", *args], env)
     return result.exit_code, json.loads(result.stdout)
+
+
+# --- the GitHub workflows (test_workflows.py, test_workflows_safety.py) -----------------
+
+WORKFLOWS = REPO / ".github" / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
+
+
+def load_workflow(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+
+
+def workflow_jobs(workflow: Any) -> dict[str, Any]:
+    jobs: dict[str, Any] = workflow["jobs"]
+    return jobs
+
+
+def workflow_steps(workflow: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for job_id, job in workflow_jobs(workflow).items():
+        for step in job.get("steps", []):
+            yield job_id, step
+
+
+# --- diff: a project in a git repository (test_diff.py, test_diff_base.py) ---------------
+
+ENVS: dict[str, Any] = {"local": {"api_url": "emulator"}, "staging": {"api_url": "emulator"}}
+GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+GIT += ["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"]
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run([*GIT, *args], cwd=root, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def commit(root: Path, message: str = "base") -> None:
+    if not (root / ".git").exists():
+        git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def spec(name: str, text: str = "Hello", environments: list[str] | None = None) -> str:
+    lines = [f"name: {name}"]
+    if environments is not None:
+        lines.append(f"environments: {json.dumps(environments)}")
+    lines += [
+        "execute:",
+        "  id: 42",
+        "  target_by: user_id",
+        "  target: [crm-user-1]",
+        "  params:",
+        f'    external_message_id: "{name}-{{{{ env }}}}"',
+        f"    text: {json.dumps(text)}",
+        '  time: "2031-01-01 12:00 UTC"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_spec(root: Path, name: str, **kwargs: Any) -> None:
+    make_tree(root, {f"campaigns/{name}.yaml": spec(name, **kwargs)})
+
+
+def diff_json(*args: str, base: str = "HEAD") -> dict[str, Any]:
+    result = cli(["diff", "--base", base, "--format", "json", *args])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def changed(document: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(c["environment"], c["name"], c["change"]) for c in document["changes"]}

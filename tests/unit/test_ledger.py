@@ -1,45 +1,22 @@
-"""The state ledger: event fold, the JSON-lines journal, its lock, compaction."""
+"""The state ledger: the event fold, the JSON-lines journal, compaction, the backend.
+
+The lock and its holder's description are in test_ledger_lock.py; the shared helpers
+(``pending``, ``INFO``, the ``state_path`` and ``ledger`` fixtures) in deploy_helpers.py.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deploy_helpers import ENV, INFO, SHA1, SHA2, K, pending
 
-import xpdeploy
 from xpdeploy.errors import UserError
-from xpdeploy.ledger import (
-    Event,
-    EventKind,
-    FileLedger,
-    LockHeld,
-    LockInfo,
-    Record,
-    Status,
-    fold,
-    open_ledger,
-)
-
-K = EventKind
-SHA1, SHA2 = "a" * 64, "b" * 64
-ENV = "staging"
-INFO = LockInfo("host-test", 4242, "2026-01-01T00:00:00Z", None, "xpdeploy apply")
-REPO = Path(xpdeploy.__file__).resolve().parents[1]
-
-
-def pending(name: str = "welcome", revision: int = 1, sha: str = SHA1, at: str = "T1") -> Event:
-    return Event(
-        K.PENDING, name, revision=revision, body_sha256=sha, campaign_id=7, audience=2, at=at
-    )
+from xpdeploy.ledger import Event, EventKind, FileLedger, Record, Status, fold, open_ledger
 
 
 def fold_one(*events: Event) -> Record:
@@ -50,16 +27,6 @@ def fold_one(*events: Event) -> Record:
 
 def lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-@pytest.fixture
-def state_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / f"{ENV}.jsonl"
-
-
-@pytest.fixture
-def ledger(state_path: Path) -> FileLedger:
-    return FileLedger(state_path, ENV)
 
 
 def write(ledger: FileLedger, *events: Event) -> None:
@@ -383,131 +350,10 @@ def test_compaction_keeps_lineage_state_and_serial(ledger: FileLedger, state_pat
     assert final.records["b"].sent_at == "T5"
 
 
-# --- lock -----------------------------------------------------------------------------
-
-CHILD = """
-import sys
-from pathlib import Path
-from xpdeploy.ledger import Event, EventKind, LockInfo, open_ledger
-ledger = open_ledger(Path(sys.argv[1]), "staging")
-with ledger.lock(LockInfo.current("xpdeploy apply")):
-    ledger.append([Event(EventKind.PENDING, "in-flight", revision=1, body_sha256="c" * 64)])
-    print("locked", flush=True)
-    sys.stdin.readline()
-"""
-
-
-@pytest.fixture
-def holder(state_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """A separate process that holds the lock (in a fake CI run) until stdin closes."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "GITHUB_SERVER_URL": "https://github.com",
-        "GITHUB_REPOSITORY": "acme/campaigns",
-        "GITHUB_RUN_ID": "987",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(state_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "locked\n"
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=30)
-
-
-def test_lock_held_by_another_process_fails_at_once(
-    ledger: FileLedger, holder: subprocess.Popen[str]
-) -> None:
-    with pytest.raises(LockHeld) as err, ledger.lock(INFO):
-        pytest.fail("took a lock another process holds")
-    assert err.value.holder is not None
-    assert (err.value.holder.pid, err.value.holder.host) == (holder.pid, socket.gethostname())
-    message = str(err.value)
-    assert f"pid {holder.pid} on {socket.gethostname()}" in message
-    assert "CI run https://github.com/acme/campaigns/actions/runs/987" in message
-    assert str(ledger.lock_path) in message
-    assert isinstance(err.value, UserError)
-
-
-def test_read_works_while_another_process_holds_the_lock(
-    ledger: FileLedger, holder: subprocess.Popen[str]
-) -> None:
-    state = ledger.read()
-    assert state.serial == 1
-    assert state.records["in-flight"].status is Status.PENDING
-
-
-def test_killed_holder_leaves_no_stuck_lock(
-    ledger: FileLedger, holder: subprocess.Popen[str]
-) -> None:
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait(timeout=30)
-    stale = json.loads(ledger.lock_path.read_text())
-    assert stale["pid"] == holder.pid  # its description is still there, and must not matter
-    with ledger.lock(INFO):
-        ledger.append([Event(K.UNKNOWN, "in-flight")])
-    assert ledger.read().records["in-flight"].status is Status.UNKNOWN
-
-
-def test_unlock_refuses_while_a_process_holds_the_lock(
-    ledger: FileLedger, holder: subprocess.Popen[str]
-) -> None:
-    with pytest.raises(LockHeld, match=f"pid {holder.pid}.*ends with its process"):
-        ledger.unlock()
-    assert ledger.lock_path.exists()
-
-
-def test_unlock_removes_a_stale_lock_file(ledger: FileLedger) -> None:
-    ledger.lock_path.parent.mkdir(parents=True)
-    ledger.lock_path.write_text(json.dumps(INFO.as_dict()))
-    assert "no lock was held (file locks end with their process)" in ledger.unlock()
-    assert not ledger.lock_path.exists()
-    assert ledger.unlock() == "no lock was held (file locks end with their process)"
-
-
-def test_lock_conflicts_within_one_process_and_frees_on_exit(state_path: Path) -> None:
-    first, second = FileLedger(state_path, ENV), FileLedger(state_path, ENV)
-    with first.lock(INFO):
-        assert json.loads(first.lock_path.read_text())["pid"] == INFO.pid
-        with pytest.raises(LockHeld, match="pid 4242 on host-test"), second.lock(INFO):
-            pytest.fail("took a held lock")
-    assert not first.lock_path.exists()
-    with second.lock(INFO):
-        second.append([pending()])
-    assert second.read().serial == 1
+# --- the backend ----------------------------------------------------------------------
 
 
 def test_open_ledger_gives_the_file_backend(state_path: Path) -> None:
     ledger = open_ledger(state_path, ENV)
     assert isinstance(ledger, FileLedger)
     assert ledger.location == str(state_path)
-
-
-# --- lock holder description ----------------------------------------------------------
-
-
-def test_lock_info_names_the_ci_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.example.com")
-    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/campaigns")
-    monkeypatch.setenv("GITHUB_RUN_ID", "42")
-    info = LockInfo.current("xpdeploy apply")
-    assert info.ci_run == "https://github.example.com/acme/campaigns/actions/runs/42"
-    assert (info.pid, info.host) == (os.getpid(), socket.gethostname())
-    assert info.describe().endswith(f"(CI run {info.ci_run})")
-    assert LockInfo.from_dict(info.as_dict()) == info
-
-
-def test_lock_info_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    info = LockInfo.current("xpdeploy apply")
-    assert info.ci_run is None
-    assert info.describe().startswith(f"pid {os.getpid()} on {socket.gethostname()} since ")
-    assert "CI run" not in info.describe()
