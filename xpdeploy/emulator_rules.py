@@ -19,7 +19,7 @@ TARGET_BY = frozenset({"user_id", "id", "external_id", "token", "email"})
 MESSAGE_TYPES = frozenset({"1", "2", "3", "6", "7", "8", "9"})
 RETRY_PERIODS = frozenset({"hours", "days", "weeks"})
 _TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", re.ASCII)
 
 Reply = tuple[int, str | None, list[str] | None]
 

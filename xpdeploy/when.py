@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from xpdeploy.errors import UserError
 
 API_FORMAT = "%Y-%m-%d %H:%M UTC"
-_API_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$")
+# ASCII digits only: `\d` alone would let '٢٠٣١-01-01 12:00 UTC' through, to be sent as is.
+_API_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$", re.ASCII)
 _ISO_WITH_OFFSET = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$", re.ASCII
 )
 
 
@@ -27,7 +28,7 @@ def normalise_time(value: object) -> str:
     text = value.strip()
     if _API_PATTERN.match(text):
         try:
-            datetime.strptime(text, API_FORMAT)
+            _api_time(text)
         except ValueError:
             raise TimeFormatError(f"time {value!r} is not a real date and time") from None
         return text
@@ -69,4 +70,14 @@ def parse_api_time(value: object) -> datetime | None:
     """The moment a normalised ``time`` names; None for "now" (no time)."""
     if not isinstance(value, str):
         return None
-    return datetime.strptime(value, API_FORMAT).replace(tzinfo=timezone.utc)
+    return _api_time(value)
+
+
+def _api_time(text: str) -> datetime:
+    """``YYYY-MM-DD HH:MM UTC`` as an aware datetime; ValueError for anything else.
+
+    ``fromisoformat`` reads the date and time part as ``strptime(API_FORMAT)`` would,
+    without the regular expressions ``strptime`` compiles at its first call."""
+    if not _API_PATTERN.match(text):
+        raise ValueError(f"{text!r} is not in the API's time format")
+    return datetime.fromisoformat(text[:16]).replace(tzinfo=timezone.utc)

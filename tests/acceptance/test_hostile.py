@@ -231,6 +231,7 @@ def test_hostile_project_file_is_a_message(tmp_path: Path) -> None:
         "{{ 'a'|indent(10**7, true) }}",
         "{{ '{:>10000000}'.format(1) }}",
         "{{ '%10000000s' % 'a' }}",
+        "{{ '{:>\u0669\u0669\u0669\u0669\u0669\u0669\u0669\u0669}'.format(1) }}",  # width 99999999
         "{% for i in range(20) %}{{ 'a' * 99999 }}{% endfor %}",
     ],
 )

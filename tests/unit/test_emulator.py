@@ -118,6 +118,7 @@ def test_valid_bodies_are_accepted(emu: Emulator, extra: dict[str, Any]) -> None
         ({"time": "2030-01-01T12:00:00Z"}, 400, "time: use"),
         ({"time": "2030-13-01 12:00 UTC"}, 400, "time: use"),
         ({"time": "2030-01-01 12:00"}, 400, "time: use"),
+        ({"time": "\u0662\u0660\u0663\u0660-01-01 12:00 UTC"}, 400, "time: use"),
         ({"time": True}, 400, "time: use"),
         ({"time": -5}, 400, "time: use"),
         ({"messages": {"4": {}}}, 400, "messages: must map message types (1, 2, 3, 6, 7, 8, 9)"),

@@ -39,6 +39,8 @@ def test_accepted_times_are_sent_in_utc(given: str, sent: str) -> None:
         ("2031-01-01 12:00 CET", "is not understood"),
         ("2031-1-1 12:00 UTC", "is not understood"),
         ("2031-01-01", "is not understood"),
+        ("\u0662\u0660\u0663\u0661-01-01 12:00 UTC", "is not understood"),  # Arabic-Indic digits
+        ("2031-01-01T12:00+0\u0662:00", "is not understood"),
         ("2031-02-29 12:00 UTC", "is not a real date and time"),
         ("2031-01-01 24:00 UTC", "is not a real date and time"),
         ("2031-13-01T00:00Z", "is not a real date and time"),
@@ -56,7 +58,13 @@ def test_refused_times(given: object, message: str) -> None:
 
 def test_parse_api_time() -> None:
     assert parse_api_time("2031-01-01 12:00 UTC") == datetime(2031, 1, 1, 12, tzinfo=timezone.utc)
+    assert parse_api_time("2032-02-29 23:59 UTC") == datetime(
+        2032, 2, 29, 23, 59, tzinfo=timezone.utc
+    )
     assert parse_api_time(None) is None
+    for text in ("2031-01-01T12:00Z", "2031-01-01 12:00", "2031-02-30 12:00 UTC"):
+        with pytest.raises(ValueError):
+            parse_api_time(text)
 
 
 def test_now_can_be_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
