@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -34,9 +35,30 @@ def fail(message: str, code: int = ExitCode.ERROR) -> None:
     sys.exit(code)
 
 
+# Commands defined in other modules, which register themselves on `main` when imported:
+# a command line imports only its own command's module (`--help` imports them all).
+LAZY_COMMANDS = {
+    "plan": "xpdeploy.cli_deploy",
+    "apply": "xpdeploy.cli_deploy",
+    "diff": "xpdeploy.cli_deploy",
+    "emulator": "xpdeploy.cli_deploy",
+    "state": "xpdeploy.cli_state",
+}
+
+
 class Boundary(click.Group):
     """The one place where user errors (and OS errors: the user's files or machine) become
     messages, a closed stdout a quiet exit 1, and bugs one line."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            importlib.import_module(LAZY_COMMANDS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(LAZY_COMMANDS.values())):
+            importlib.import_module(module)
+        return super().list_commands(ctx)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         # click exits 2 on usage errors; 2 means "changes" under --detailed-exitcode.
@@ -287,7 +309,3 @@ def init(directory: Path) -> None:
     for path in write_starter(directory):
         click.echo(f"created {path}")
     click.echo("next: xpdeploy lint && xpdeploy plan")
-
-
-# The other command groups register themselves on `main` when imported.
-from xpdeploy import cli_deploy, cli_state  # noqa: E402, F401

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -115,6 +114,8 @@ _PATTERN_HINTS = {
 def _classify(error: Any, path: KeyPath, at_key: bool, model: type[BaseModel]) -> tuple[str, str]:
     kind = error["type"]
     if kind == "extra_forbidden":
+        import difflib  # only a spec with an unknown field pays for it
+
         *parent, name = path
         known = _known_fields(model, tuple(parent))
         close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)

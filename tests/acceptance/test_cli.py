@@ -44,6 +44,43 @@ def test_help_and_version_exit_0() -> None:
     assert version.exit_code == 0 and version.stdout.startswith("xpdeploy, version ")
 
 
+def _fresh_python(code: str, cwd: Path | None = None) -> str:
+    """What ``code`` prints in a new interpreter, where no other test imported anything."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def test_the_lazy_command_table_names_every_command_of_its_modules() -> None:
+    shown = json.loads(
+        _fresh_python(
+            "import importlib, json\n"
+            "from xpdeploy.cli import LAZY_COMMANDS, main\n"
+            "eager = set(main.commands)\n"
+            "for module in set(LAZY_COMMANDS.values()): importlib.import_module(module)\n"
+            "print(json.dumps({name: command.callback.__module__ for name, command in"
+            " main.commands.items() if name not in eager}))"
+        )
+    )
+    from xpdeploy.cli import LAZY_COMMANDS
+
+    assert shown == LAZY_COMMANDS
+
+
+def test_lint_does_not_import_the_deploy_commands(tmp_path: Path) -> None:
+    project(tmp_path, {"a.yaml": CLEAN_SPEC.format(name="a")})
+    loaded = _fresh_python(
+        "import sys\n"
+        "from xpdeploy.cli import main\n"
+        "try:\n    main(['lint'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('xpdeploy.cli_', 'httpx'))))",
+        cwd=tmp_path,
+    )
+    assert loaded.splitlines()[-1] == "[]"
+    assert cli(["--help"]).stdout.count("\n  state ") == 1  # --help still lists them all
+
+
 def test_a_bug_is_one_line_and_debug_shows_the_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,9 +118,10 @@ def _check_call(args: list[str]) -> list[str]:
     rest = list(args)
     while isinstance(command, click.Group) and rest:
         name = rest.pop(0)
-        sub = command.commands.get(name)
+        ctx = click.Context(command)
+        sub = command.get_command(ctx, name)
         if sub is None:
-            known = ", ".join(sorted(command.commands))
+            known = ", ".join(command.list_commands(ctx))
             return [f"`{' '.join(path)} {name}`: no such command (known: {known})"]
         command, path = sub, [*path, name]
     problems = []
