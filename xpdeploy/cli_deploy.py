@@ -52,16 +52,18 @@ def plan(
     detailed_exitcode: bool,
 ) -> None:
     """Compare the rendered executions with the ledger: what apply would send."""
-    from xpdeploy.planfile import git_commit, write_planfile
+    from xpdeploy.git import head_commit
+    from xpdeploy.planfile import write_planfile
     from xpdeploy.report.plan import REPORTERS
     from xpdeploy.runner import build_plan, ledger_for
 
     lifetime = _ttl(ttl)
-    the_plan = build_plan(session, ledger_for(session).read(), names)
+    ledger = ledger_for(session)
+    the_plan = build_plan(session, ledger.read(), names, behind=ledger.behind())
     artifact = f"plan-{the_plan.environment}"  # the artifact name campaigns-plan.yml uploads
     REPORTERS.get(fmt)(sys.stdout, session.project.config.review.redact, artifact).emit(the_plan)
     if out is not None:
-        write_planfile(out, the_plan, session.now, lifetime, git_commit(session.project.root))
+        write_planfile(out, the_plan, session.now, lifetime, head_commit(session.project.root))
         click.echo(f"Saved the plan to {out}; apply it with: xpdeploy apply {out}", err=True)
     if detailed_exitcode and the_plan.has_sends:
         sys.exit(ExitCode.CHANGES)

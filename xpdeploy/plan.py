@@ -89,6 +89,7 @@ class Plan:
     serial: int
     actions: list[PlannedAction] = field(default_factory=list)
     ledger: str | None = None  # where the ledger is, for people reading the plan
+    behind: str | None = None  # why the ledger read may lack records (apply refuses then)
 
     def summary(self) -> dict[str, int]:
         counts = Counter(a.action for a in self.actions)

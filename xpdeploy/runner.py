@@ -31,8 +31,10 @@ def build_plan(
     names: Sequence[str] = (),
     *,
     token_missing: str | None = None,
+    behind: str | None = None,
 ) -> Plan:
-    """The plan of the session's environment against ``state``."""
+    """The plan of the session's environment against ``state`` (``behind``: why that
+    state may lack records, see `Ledger.behind`)."""
     executions, result = session.executions(names)
     env = session.env_name
     plan = make_plan(
@@ -45,7 +47,7 @@ def build_plan(
         token_missing=token_missing,
     )
     location = display_path(session.project.state_path(env))
-    return only(replace(plan, ledger=location), names)
+    return only(replace(plan, ledger=location, behind=behind), names)
 
 
 def only(plan: Plan, names: Sequence[str]) -> Plan:
@@ -137,6 +139,9 @@ def apply(
         elsewhere = check_endpoint(state, endpoint)
         if elsewhere:
             raise UserError(f"{elsewhere}; nothing was sent")
+        behind = ledger.behind()
+        if behind:
+            raise UserError(f"{behind}; nothing was sent")
         if saved is not None:
             stale = check_fresh(state, saved.plan)
             if stale:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -189,3 +190,12 @@ def test_redacted_campaign_and_time_are_masked_in_the_table_too() -> None:
     text = render(plan([ex]), redact_paths=["id", "time"])
     assert "90210" not in text and "2031-01-01" not in text
     assert "| + | `secret` | send | (redacted) | 1 recipient | (redacted) |" in text
+
+
+def test_a_ledger_behind_its_upstream_is_a_warning_that_survives_the_limit() -> None:
+    behind = "origin/main has 2 commit(s) changing state/staging.jsonl that this checkout lacks"
+    the_plan = replace(plan([execution(i, recipients=2000) for i in range(60)]), behind=behind)
+    text = render(the_plan)
+    assert len(text) <= 65_536 and left_out(text) != (0, 0)
+    assert f"> **Warning:** {behind}; apply refuses until then." in text
+    assert "Warning" not in render(plan([execution(1)]))

@@ -316,3 +316,8 @@ class Ledger(Protocol):
     def unlock(self) -> str:
         """Clear a lock left behind, where the backend allows it; says what it did."""
         ...
+
+    def behind(self) -> str | None:
+        """Why this copy may lack records the shared ledger has (apply refuses then);
+        None when it is not known to."""
+        ...

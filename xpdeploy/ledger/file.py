@@ -55,6 +55,13 @@ class FileLedger:
     def location(self) -> str:
         return str(self.path)
 
+    def behind(self) -> str | None:
+        """The journal is shared through git: commits of the upstream branch, as last
+        fetched, that change it and are not checked out mean records missing here."""
+        from xpdeploy.git import upstream_changes
+
+        return upstream_changes(self.path)
+
     def read(self) -> LedgerState:
         """Read and fold the journal; a torn last line is ignored. No lock needed."""
         return self._scan().state

@@ -94,6 +94,9 @@ class TextPlan(PlanReporter):
         color = use_color(self.out)
         write = self.out.write
         write(f"xpdeploy plan for environment {plan.environment!r} ({ledger_line(plan)})\n\n")
+        if plan.behind:
+            warning = f"Warning: {plan.behind}; apply refuses until then."
+            write((click.style(warning, fg="red") if color else warning) + "\n\n")
         if not plan.actions:
             write("  No executions in this environment.\n")
         width = max((len(a.name) for a in plan.actions), default=0)
@@ -130,6 +133,9 @@ class MarkdownPlan(PlanReporter):
         budget.add(f"**{plan_line(plan)}** {also_line(plan) or ''}\n\n", required=True)
         where = ledger_line(plan)
         budget.add(f"{where[:1].upper()}{where[1:]}.\n\n", required=True)
+        if plan.behind:
+            warning = f"> **Warning:** {cell(plan.behind)}; apply refuses until then.\n\n"
+            budget.add(warning, required=True)
 
         if not plan.actions:
             budget.add("No executions in this environment.\n", required=True)
@@ -179,6 +185,7 @@ class JsonPlan(PlanReporter):
             "environment": plan.environment,
             "lineage": plan.lineage,
             "serial": plan.serial,
+            "ledger_behind": plan.behind,
             "actions": actions,
             "summary": plan.summary(),
         }
