@@ -43,7 +43,7 @@ def upstream_changes(path: Path) -> str | None:
     upstream = output(["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}"], folder)
     count = len(commits.splitlines())
     return (
-        f"{upstream or 'the upstream branch'} has {count} commit(s) changing {path} that this"
-        " checkout does not have (as of the last fetch): pull them first, or executions they"
-        " record as sent would be sent again"
+        f"{upstream or 'the upstream branch'} has {count} commit(s) changing the ledger that"
+        " this checkout does not have (as of the last fetch): pull them first, or executions"
+        " they record as sent would be sent again"
     )

@@ -141,7 +141,8 @@ def apply(
             raise UserError(f"{elsewhere}; nothing was sent")
         behind = ledger.behind()
         if behind:
-            raise UserError(f"{behind}; nothing was sent")
+            shown = display_path(session.project.state_path(environment))
+            raise UserError(f"{behind}; nothing was sent", path=shown)
         if saved is not None:
             stale = check_fresh(state, saved.plan)
             if stale:

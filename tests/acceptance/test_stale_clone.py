@@ -45,13 +45,13 @@ def test_a_fetched_but_unmerged_ledger_blocks_apply(clones: tuple[Deploy, Deploy
 
     git(second.root, "fetch", "-q")
     plan = second.plan_json("--project", str(second.root))
-    assert "origin/main has 1 commit(s) changing" in plan["ledger_behind"]
-    assert STATE in plan["ledger_behind"]
+    assert "origin/main has 1 commit(s) changing the ledger" in plan["ledger_behind"]
     text = second.run("plan", "--project", str(second.root)).stdout
     assert "Warning: origin/main has 1 commit(s)" in text and "apply refuses" in text
 
     refused = second.run("apply", "--auto-approve", "--project", str(second.root))
     assert refused.exit_code == 1
+    assert f"{STATE}: origin/main has 1 commit(s)" in output(refused)
     assert "pull them first" in output(refused) and "nothing was sent" in output(refused)
     assert len(first.accepted) == 2  # the second clone sent nothing
     assert not (second.root / STATE).exists()
