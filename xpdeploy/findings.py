@@ -26,9 +26,9 @@ _RULES = [
     ),
     Rule("duplicate-key", Severity.ERROR, "A mapping has the same key twice."),
     Rule(
-        "leading-zero",
+        "lossy-number",
         Severity.WARNING,
-        "A number written with leading zeros, which YAML drops: 00123 is read as 123.",
+        "A number whose text YAML does not keep: 00123 is read as 123, +3538 as 3538.",
     ),
     Rule("schema", Severity.ERROR, "The spec or request body does not match the JSON Schema."),
     Rule(

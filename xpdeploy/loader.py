@@ -36,7 +36,8 @@ _KEY_TAGS = (None, "!", _STD + "str")
 _NULL = re.compile(r"^(?:~|null|Null|NULL)?$")
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"^[-+]?(?:[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
-_LEADING_ZERO = re.compile(r"^[-+]?0[0-9]")
+# An integer whose text YAML does not keep: leading zeros (00123) or a plus (+3538...).
+_LOSSY_INT = re.compile(r"^(?:[-+]?0[0-9]|\+)")
 _FLOAT = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
@@ -232,18 +233,18 @@ class _Builder:
                 value = resolve_scalar(event.value)
             except ValueError as exc:
                 raise _Reject("yaml-syntax", str(exc), event.start_mark) from None
-            if type(value) is int and _LEADING_ZERO.match(event.value):
-                self._leading_zero(event, value)
+            if type(value) is int and _LOSSY_INT.match(event.value):
+                self._lossy_number(event, value)
             return value
         return _tagged(tag, event.value, event.start_mark)
 
-    def _leading_zero(self, event: Any, value: int) -> None:
+    def _lossy_number(self, event: Any, value: int) -> None:
         """`target: [00123]` is the number 123 to YAML: a different recipient than "00123"."""
         mark = event.start_mark
         self.findings.append(
             finding(
-                "leading-zero",
-                f"{event.value} is read as the number {value}: YAML drops leading zeros."
+                "lossy-number",
+                f"{event.value} is read as the number {value}."
                 f' Quote it ("{event.value}") to keep the text',
                 self.path,
                 mark.line + 1,

@@ -99,8 +99,12 @@ def _yaml_value(key: str, raw: str) -> Any:
     loaded = load_text(raw, f"--var {key}")
     if loaded.findings:
         first = loaded.findings[0]
-        if first.severity is Severity.WARNING:  # a command line has no place for warnings
-            raise UserError(f"--var {key}: {first.message}")
+        if first.rule == "lossy-number":  # a command line has no place for warnings
+            text = raw.strip()
+            raise UserError(
+                f"--var {key}: {text} would be read as a number, losing its text;"
+                f" for the text, quote it: --var '{key}=\"{text}\"'"
+            )
         raise UserError(f"--var {key}: not a YAML value ({first.message}); quote it")
     return loaded.documents[0].value if loaded.documents else ""
 

@@ -247,8 +247,11 @@ def test_nan_is_a_float() -> None:
         ("-0042", True),
         ("+01", True),
         ("00", True),
+        ("+353871234567", True),  # a phone number loses its plus
+        ("+0", True),
         ("0", False),
         ("-0", False),
+        ("-12", False),
         ("10", False),
         ("0x0F", False),  # a hex number says it is one
         ("0o17", False),
@@ -258,10 +261,10 @@ def test_nan_is_a_float() -> None:
         ("007.5", False),  # a float: YAML keeps its value, only the text changes
     ],
 )
-def test_leading_zeros_are_flagged_where_yaml_drops_them(text: str, flagged: bool) -> None:
+def test_numbers_are_flagged_where_yaml_drops_their_text(text: str, flagged: bool) -> None:
     result = load_text(f"ids:\n  - {text}\n", "f.yaml")
     assert [(f.rule, f.severity.value, f.line, f.column) for f in result.findings] == (
-        [("leading-zero", "warning", 2, 5)] if flagged else []
+        [("lossy-number", "warning", 2, 5)] if flagged else []
     )
     if flagged:
         assert f'"{text}"' in result.findings[0].message

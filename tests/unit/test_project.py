@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,10 @@ def test_var_without_a_key_is_an_error(item: str) -> None:
         Overrides(vars=(item,)).parsed_vars()
 
 
-def test_var_with_leading_zeros_is_an_error_not_a_silent_number() -> None:
-    with pytest.raises(UserError, match=r'--var n: 007 is read as the number 7.*"007"'):
-        Overrides(vars=("n=007",)).parsed_vars()
+@pytest.mark.parametrize("value", ["007", "+3538"])
+def test_var_that_would_lose_its_text_is_an_error_not_a_silent_number(value: str) -> None:
+    with pytest.raises(UserError, match=re.escape(f"quote it: --var 'n=\"{value}\"'")):
+        Overrides(vars=(f"n={value}",)).parsed_vars()
 
 
 def test_leading_zeros_in_the_project_file_are_warnings_lint_reports(
@@ -145,7 +147,7 @@ def test_leading_zeros_in_the_project_file_are_warnings_lint_reports(
     assert (found["path"], found["line"], found["rule"], found["severity"]) == (
         "xpdeploy.yaml",
         3,
-        "leading-zero",
+        "lossy-number",
         "warning",
     )
 
