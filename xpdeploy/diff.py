@@ -13,6 +13,7 @@ from pathlib import Path
 from xpdeploy.canonical import pretty_json
 from xpdeploy.errors import FindingsError, UserError
 from xpdeploy.execution import Execution
+from xpdeploy.git import environment
 from xpdeploy.lint import CheckResult
 from xpdeploy.redact import redact
 from xpdeploy.session import Session
@@ -45,7 +46,9 @@ class DiffResult:
 
 def _git(args: Sequence[str], cwd: Path) -> bytes:
     try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True).stdout
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=environment(), capture_output=True, check=True
+        ).stdout
     except FileNotFoundError:
         raise UserError("diff needs git on the PATH") from None
     except subprocess.CalledProcessError as exc:
@@ -92,7 +95,12 @@ def _write_tree(top: Path, ref: str, prefix: str, folder: Path) -> None:
     shas = "".join(f"{sha}\n" for sha, _ in entries).encode()
     try:
         out = subprocess.run(
-            ["git", "cat-file", "--batch"], cwd=top, input=shas, capture_output=True, check=True
+            ["git", "cat-file", "--batch"],
+            cwd=top,
+            env=environment(),
+            input=shas,
+            capture_output=True,
+            check=True,
         ).stdout
     except subprocess.CalledProcessError as exc:
         raise UserError(f"git cat-file: {exc.stderr.decode('utf-8', 'replace').strip()}") from None

@@ -176,3 +176,18 @@ def test_export_subst_attribute_does_not_change_the_base(tmp_path: Path) -> None
     make_tree(tmp_path, {".gitattributes": "*.yaml export-subst\n"})
     commit(tmp_path)
     assert diff_json()["changes"] == []
+
+
+def test_git_variables_of_a_hook_do_not_change_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a git hook GIT_DIR is set; the base still comes from the project's repository."""
+    other = tmp_path.parent / f"{tmp_path.name}-other"
+    other.mkdir()
+    commit(other, "unrelated")
+    project(tmp_path, {"a.yaml": spec("a")}, ENVS)
+    commit(tmp_path)
+    write_spec(tmp_path, "a", text="changed")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    assert changed(diff_json()) == {("local", "a", "modified"), ("staging", "a", "modified")}

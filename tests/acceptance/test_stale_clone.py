@@ -90,3 +90,51 @@ def test_no_repository_or_no_upstream_is_not_behind(tmp_path: Path) -> None:
     assert upstream_changes(tmp_path / "state" / "x.jsonl") is None
     git(tmp_path, "commit", "-q", "--allow-empty", "-m", "first")
     assert upstream_changes(tmp_path / "state" / "x.jsonl") is None
+
+
+def _fetched_behind(clones: tuple[Deploy, Deploy]) -> Deploy:
+    first, second = clones
+    _apply_and_push(first)
+    git(second.root, "fetch", "-q")
+    return second
+
+
+def test_a_relative_project_path_is_checked_too(
+    clones: tuple[Deploy, Deploy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second = _fetched_behind(clones)
+    monkeypatch.chdir(second.root.parent)
+    for project in ("second", "second/xpdeploy.yaml", "./second/../second"):
+        refused = second.run("apply", "--auto-approve", "--project", project)
+        assert refused.exit_code == 1 and "pull them first" in output(refused), project
+    assert len(second.accepted) == 2
+
+
+def test_git_variables_of_a_hook_do_not_hide_the_upstream(
+    clones: tuple[Deploy, Deploy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second = _fetched_behind(clones)
+    monkeypatch.chdir(second.root)
+    for git_dir in (str(second.root / ".git"), ".git"):
+        monkeypatch.setenv("GIT_DIR", git_dir)
+        refused = second.run("apply", "--auto-approve")
+        assert refused.exit_code == 1 and "pull them first" in output(refused), git_dir
+    assert len(second.accepted) == 2
+
+
+def test_when_git_cannot_tell_apply_sends_nothing(clones: tuple[Deploy, Deploy]) -> None:
+    second = _fetched_behind(clones)
+    fetched = git(second.root, "rev-parse", "origin/main").strip()
+    (second.root / ".git" / "objects" / fetched[:2] / fetched[2:]).unlink()  # a broken clone
+    refused = second.run("apply", "--auto-approve", "--project", str(second.root))
+    assert refused.exit_code == 1
+    assert "git cannot tell" in output(refused) and "nothing was sent" in output(refused)
+    assert len(second.accepted) == 2
+
+
+def test_an_upstream_never_fetched_is_not_behind(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q", "--bare", "origin.git")
+    git(tmp_path, "clone", "-q", "origin.git", "empty")
+    assert upstream_changes(tmp_path / "empty" / STATE) is None
+    git(tmp_path / "empty", "commit", "-q", "--allow-empty", "-m", "first")
+    assert upstream_changes(tmp_path / "empty" / STATE) is None
