@@ -10,9 +10,9 @@ from xpdeploy.errors import UserError
 
 API_FORMAT = "%Y-%m-%d %H:%M UTC"
 # ASCII digits only: `\d` alone would let '٢٠٣١-01-01 12:00 UTC' through, to be sent as is.
-_API_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$", re.ASCII)
+_API_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\Z", re.ASCII)
 _ISO_WITH_OFFSET = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$", re.ASCII
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})\Z", re.ASCII
 )
 
 

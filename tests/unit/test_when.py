@@ -62,7 +62,12 @@ def test_parse_api_time() -> None:
         2032, 2, 29, 23, 59, tzinfo=timezone.utc
     )
     assert parse_api_time(None) is None
-    for text in ("2031-01-01T12:00Z", "2031-01-01 12:00", "2031-02-30 12:00 UTC"):
+    for text in (
+        "2031-01-01T12:00Z",
+        "2031-01-01 12:00",
+        "2031-02-30 12:00 UTC",
+        "2031-01-01 12:00 UTC\n",
+    ):
         with pytest.raises(ValueError):
             parse_api_time(text)
 
