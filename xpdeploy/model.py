@@ -45,6 +45,9 @@ Recipients = Annotated[
 
 
 class _Strict(BaseModel):
+    """Models build their validators at first use; defaults are made with
+    ``model_construct``, which needs none (they are valid by definition)."""
+
     model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
@@ -150,7 +153,7 @@ class Environment(_Strict):
         description="Ledger path; default state/<environment>.jsonl, or"
         " .xpdeploy/<environment>.jsonl for the emulator",
     )
-    guards: Guards = Field(default_factory=Guards)
+    guards: Guards = Field(default_factory=Guards.model_construct)
 
 
 class EmulatorSettings(_Strict):
@@ -179,5 +182,5 @@ class ProjectFile(_Strict):
         min_length=1
     )
     default_environment: str | None = None
-    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
-    review: Review = Field(default_factory=Review)
+    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings.model_construct)
+    review: Review = Field(default_factory=Review.model_construct)
