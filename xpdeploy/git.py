@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +35,9 @@ _NO_UPSTREAM = (
 )
 
 
-def environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+def environment() -> dict[str, str]:
     """The environment for git about the folder it runs in, with its messages in English."""
-    env = {k: v for k, v in (base or os.environ).items() if k not in _REPOSITORY_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in _REPOSITORY_VARIABLES}
     env["LC_ALL"] = "C"
     env.pop("LANGUAGE", None)
     return env
