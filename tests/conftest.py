@@ -6,6 +6,7 @@ import builtins
 import io
 import ipaddress
 import os
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -105,3 +106,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--strict-repo", action="store_true", help="fail when tests write into the repo"
     )
+
+
+@pytest.fixture(name="deadline")
+def deadline_fixture() -> Iterator[None]:
+    """A hang fails the test instead of stalling the suite (hostile input tests)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError("hostile input took more than 20 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

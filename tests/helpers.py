@@ -89,6 +89,25 @@ def lint_json(args: Sequence[str] = (), env: Mapping[str, str] | None = None) ->
     return result.exit_code, json.loads(result.stdout)
 
 
+TARGETED = "name: x\nexecute:\n  id: 1\n  target_by: user_id\n  target: [u1]\n  push_text: {}\n"
+
+
+def templated(expression: str) -> str:
+    """A spec whose push_text (line 6, column 14) is ``expression``."""
+    return TARGETED.format(json.dumps(expression))
+
+
+def lint_one(tmp_path: Path, content: str | bytes) -> dict[str, Any]:
+    """Lint a project whose only spec is ``content``; exactly one finding, exit 1."""
+    project(tmp_path, files={"campaigns/x.yaml": content})
+    result = cli(["lint", "--format", "json"])
+    assert "internal error" not in result.stderr
+    assert result.exit_code == 1, result.output
+    [found] = json.loads(result.stdout)["findings"]
+    assert found["path"] == "campaigns/x.yaml"
+    return dict(found)
+
+
 # --- the GitHub workflows (test_workflows.py, test_workflows_safety.py) -----------------
 
 WORKFLOWS = REPO / ".github" / "workflows"

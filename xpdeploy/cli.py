@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -61,6 +62,11 @@ class Boundary(click.Group):
         return super().list_commands(ctx)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        # A file name or --var that is not UTF-8 reaches Python as lone surrogates; shown
+        # as \udcff escapes they cannot crash a report (and JSON output stays valid).
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(errors="backslashreplace")
         # click exits 2 on usage errors; 2 means "changes" under --detailed-exitcode.
         kwargs["standalone_mode"] = False
         try:

@@ -234,13 +234,14 @@ def _explain(issue: TemplateProblem, raw: dict[str, Any], environment: str) -> s
     if issue.rule != "undefined-variable" or not issue.name:
         return issue.message
     name = issue.name
+    recipients, shared = raw.get("target_with_params"), raw.get("params")
     personal = [
         key
-        for params in (raw.get("target_with_params") or {}).values()
+        for params in (recipients.values() if isinstance(recipients, dict) else ())
         if isinstance(params, dict)
         for key in params
     ]
-    if name in (raw.get("params") or {}) or name in personal:
+    if (isinstance(shared, dict) and name in shared) or name in personal:
         return (
             f"{name!r} is not defined: to send Xtremepush's own {{{{{name}}}}} placeholder"
             " verbatim, tag the string !raw"

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ruamel.yaml import events as ev
 from ruamel.yaml.cyaml import CParser as _Parser
@@ -150,13 +150,19 @@ def _is_empty(event: Any) -> bool:
     )
 
 
+class _Built(NamedTuple):
+    value: Any
+    size: int  # nodes, aliases expanded: what an alias of it adds (alias bombs)
+    height: int  # levels of nesting, aliases expanded: 0 for a scalar
+
+
 class _Builder:
     """Builds one stream's documents from parser events."""
 
     def __init__(self, parser: Any, path: str) -> None:
         self.parser = parser
         self.path = path
-        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.anchors: dict[str, _Built] = {}
         self.alias_nodes = 0
         self.keys: dict[str, str] = {}  # interning: 100k recipients share their param names
         self.findings: list[Finding] = []
@@ -176,13 +182,13 @@ class _Builder:
                 parser.get_event()  # DocumentEnd
                 index += 1
                 continue  # an empty document (a stray '---') is nothing to check
-            value, _ = self._node(0)
+            value = self._node(0).value
             parser.get_event()  # DocumentEnd
             yield index, value, start.start_mark.line + 1
             index += 1
 
-    def _node(self, depth: int) -> tuple[Any, int]:
-        """Construct the next node; returns (value, node count)."""
+    def _node(self, depth: int) -> _Built:
+        """Construct the next node."""
         event = self.parser.get_event()
         if depth > MAX_DEPTH:
             raise _Reject(
@@ -191,8 +197,10 @@ class _Builder:
         if isinstance(event, ev.AliasEvent):
             return self._alias(event)
         anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            self._anchor_twice(event)
         if isinstance(event, ev.ScalarEvent):
-            built: tuple[Any, int] = (self._scalar(event), 1)
+            built = _Built(self._scalar(event), 1, 0)
         elif isinstance(event, ev.MappingStartEvent):
             self._container_tag(event, "map")
             built = self._mapping(depth)
@@ -201,22 +209,36 @@ class _Builder:
             built = self._sequence(depth)
         else:  # pragma: no cover - libyaml never yields others here
             raise _Reject("yaml-syntax", f"unexpected {type(event).__name__}", event.start_mark)
+        if built.height > MAX_DEPTH:  # an alias nests its whole value where it is used
+            raise _Reject(
+                "yaml-syntax",
+                f"nesting deeper than {MAX_DEPTH} levels, through aliases",
+                event.start_mark,
+            )
         if anchor is not None:
             self.anchors[anchor] = built
         return built
 
-    def _alias(self, event: Any) -> tuple[Any, int]:
+    @staticmethod
+    def _anchor_twice(event: Any) -> None:
+        raise _Reject(
+            "yaml-syntax",
+            f"anchor &{event.anchor} is defined twice in this document; give each its own name",
+            event.start_mark,
+        )
+
+    def _alias(self, event: Any) -> _Built:
         if event.anchor not in self.anchors:
             raise _Reject("yaml-syntax", f"alias *{event.anchor} has no anchor", event.start_mark)
-        value, size = self.anchors[event.anchor]
-        self.alias_nodes += size
+        built = self.anchors[event.anchor]
+        self.alias_nodes += built.size
         if self.alias_nodes > MAX_ALIAS_NODES:
             raise _Reject(
                 "yaml-syntax",
                 f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)",
                 event.start_mark,
             )
-        return value, size
+        return built
 
     @staticmethod
     def _container_tag(event: Any, kind: str) -> None:
@@ -252,10 +274,10 @@ class _Builder:
             )
         )
 
-    def _mapping(self, depth: int) -> tuple[dict[str, Any], int]:
+    def _mapping(self, depth: int) -> _Built:
         result: dict[str, Any] = {}
         merges: list[dict[str, Any]] = []
-        size = 1
+        size, height = 1, 1
         parser = self.parser
         while not isinstance(parser.peek_event(), ev.MappingEndEvent):
             key_event = parser.get_event()
@@ -266,7 +288,9 @@ class _Builder:
                     key_event.start_mark,
                 )
             if key_event.anchor is not None:
-                self.anchors[key_event.anchor] = (key_event.value, 1)
+                if key_event.anchor in self.anchors:
+                    self._anchor_twice(key_event)
+                self.anchors[key_event.anchor] = _Built(key_event.value, 1, 0)
             # The text as written: `3:` becomes the JSON key "3", as the API expects.
             key = self.keys.setdefault(key_event.value, key_event.value)
             if key in result:
@@ -281,17 +305,19 @@ class _Builder:
                         mark.column + 1,
                     )
                 )
-            value, count = self._node(depth + 1)
+            value, count, below = self._node(depth + 1)
             size += count + 1
-            if key == "<<" and not key_event.style:
+            if key == "<<" and not key_event.style:  # merged values sit at this level
+                height = max(height, below)
                 merges.extend(self._merge_sources(value, key_event))
                 continue
+            height = max(height, below + 1)
             result[key] = value
         parser.get_event()
         for source in merges:  # explicit keys win over merged ones, as YAML's merge key says
             for merged_key, merged_value in source.items():
                 result.setdefault(merged_key, merged_value)
-        return result, size
+        return _Built(result, size, height)
 
     @staticmethod
     def _merge_sources(value: Any, key_event: Any) -> list[dict[str, Any]]:
@@ -302,16 +328,17 @@ class _Builder:
             )
         return sources
 
-    def _sequence(self, depth: int) -> tuple[list[Any], int]:
+    def _sequence(self, depth: int) -> _Built:
         result: list[Any] = []
-        size = 1
+        size, height = 1, 1
         parser = self.parser
         while not isinstance(parser.peek_event(), ev.SequenceEndEvent):
-            value, count = self._node(depth + 1)
+            value, count, below = self._node(depth + 1)
             result.append(value)
             size += count
+            height = max(height, below + 1)
         parser.get_event()
-        return result, size
+        return _Built(result, size, height)
 
 
 @dataclass
@@ -347,7 +374,11 @@ def load_file(path: Path, display: str) -> LoadResult:
 def load_text(text: str, display: str, locator: Locator | None = None) -> LoadResult:
     """Load every document of YAML text; a file that fails yields no documents."""
     locator = locator or Locator(text)
-    builder = _Builder(_Parser(text), display)
+    try:
+        parser = _Parser(text)
+    except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8 (from argv)
+        return LoadResult([], [finding("yaml-syntax", "not UTF-8 text", display)])
+    builder = _Builder(parser, display)
     documents: list[Document] = []
     try:
         for index, value, line in builder.documents():

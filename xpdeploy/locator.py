@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml.cyaml import CParser as _Parser
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 KeyPath = tuple[str | int, ...]
@@ -54,6 +55,8 @@ class Locator:
                 try:
                     while composer.check_node():
                         roots.append(composer.get_node())
+                except YAMLError:  # a file the loader read but the composer refuses
+                    pass  # (or one changed since): positions there fall back to 1:1
                 finally:
                     dispose(composer)
             self._roots = roots

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from xpdeploy.errors import FindingsError, UserError
 from xpdeploy.findings import Finding, Severity
-from xpdeploy.loader import Document, load_file, load_text
+from xpdeploy.loader import MAX_DEPTH, Document, load_file, load_text
 from xpdeploy.model import Environment, ProjectFile
 from xpdeploy.validation import apptoken_findings, pydantic_findings
 
@@ -86,8 +86,11 @@ class Overrides:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise UserError(f"--var {item!r}: expected KEY=VALUE")
+            parts = key.strip().split(".")
+            if len(parts) > MAX_DEPTH // 2:  # its value nests further, up to MAX_DEPTH
+                raise UserError(f"--var {key.strip()[:40]}...: more than {MAX_DEPTH // 2} levels")
             value = _yaml_value(key.strip(), raw)
-            for part in reversed(key.strip().split(".")):
+            for part in reversed(parts):
                 value = {part: value}
             result = deep_merge(result, value)
         return result

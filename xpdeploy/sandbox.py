@@ -206,6 +206,14 @@ def _bounded_join(chunks: Iterator[str]) -> str:
     return "".join(out)
 
 
+class _Undefined(StrictUndefined):
+    """StrictUndefined that also fails when shown inside a list or tuple, where Jinja
+    would otherwise write the word "Undefined" into the body."""
+
+    __slots__ = ()
+    __repr__ = StrictUndefined._fail_with_undefined_error
+
+
 _ENV: _Sandbox | None = None
 
 
@@ -213,7 +221,7 @@ def environment() -> _Sandbox:
     global _ENV
     if _ENV is None:
         # No loader: {% include %} and {% import %} have nothing to read.
-        _ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        _ENV = _Sandbox(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
     return _ENV
 
 
@@ -225,12 +233,24 @@ def compile_template(source: str) -> tuple[Literal["native", "text"], Any]:
         if match and match.group("expr").strip():
             return "native", _native_template(env, match.group("expr"))
         return "text", env.from_string(source)
-    except TemplateSyntaxError as exc:
-        raise TemplateProblem("template-syntax", f"template syntax error: {exc.message}") from None
-    except RecursionError:  # Jinja parses and compiles nested brackets recursively
-        raise TemplateProblem(
-            "template-syntax", f"not allowed in a template: {_TOO_DEEP}"
-        ) from None
+    except Exception as exc:  # compiling folds constants: it can fail as rendering does
+        raise _problem(exc) from None
+
+
+def _problem(exc: Exception) -> TemplateProblem:
+    """What a template's failure, at compile or render time, tells the spec's author."""
+    if isinstance(exc, UndefinedError):
+        return _undefined(exc)
+    if isinstance(exc, TemplateSyntaxError):
+        return TemplateProblem("template-syntax", f"template syntax error: {exc.message}")
+    if isinstance(exc, SecurityError):
+        return TemplateProblem("template-syntax", f"not allowed in a template: {exc}")
+    if isinstance(exc, RecursionError):  # Jinja parses, compiles and runs nesting recursively
+        return TemplateProblem("template-syntax", f"not allowed in a template: {_TOO_DEEP}")
+    # Filters and methods fail in their own ways (FilterArgumentError, ValueError, even an
+    # AssertionError from truncate); NameError: Jinja folds e.g. 1e999 to a constant its
+    # code generator cannot name. Whatever a template raises is the template's failure.
+    return TemplateProblem("template-syntax", f"template failed: {exc or type(exc).__name__}")
 
 
 def context(variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,19 +270,8 @@ def render(kind: str, template: Any, variables: dict[str, Any]) -> Any:
                 result._fail_with_undefined_error()
             return plain(result)
         return _bounded_join(template.root_render_func(ctx))
-    except UndefinedError as exc:
-        raise _undefined(exc) from None
-    except SecurityError as exc:
-        raise TemplateProblem("template-syntax", f"not allowed in a template: {exc}") from None
-    except RecursionError:
-        raise TemplateProblem(
-            "template-syntax", f"not allowed in a template: {_TOO_DEEP}"
-        ) from None
-    except TemplateSyntaxError as exc:
-        raise TemplateProblem("template-syntax", f"template syntax error: {exc.message}") from None
-    except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, NameError) as exc:
-        # NameError: Jinja folds e.g. 1e999 to a constant its code generator cannot name.
-        raise TemplateProblem("template-syntax", f"template failed: {exc}") from None
+    except Exception as exc:
+        raise _problem(exc) from None
 
 
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")

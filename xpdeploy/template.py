@@ -12,7 +12,7 @@ distinct template string is compiled once per process.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from xpdeploy.loader import RawStr
@@ -146,10 +146,15 @@ class Renderer:
             if not is_template(value):
                 return value
             try:
-                return self.render(value)
+                rendered = self.render(value)
             except TemplateProblem as problem:
                 on_problem(path, problem)
                 return value
+            bad = _lone_surrogate(rendered)
+            if bad is not None:
+                on_problem(path, TemplateProblem("template-syntax", _SURROGATE.format(bad)))
+                return value
+            return rendered
         if isinstance(value, dict):
             changed = False
             out: dict[str, Any] = {}
@@ -164,12 +169,43 @@ class Renderer:
         return value
 
 
+_SURROGATE = (
+    "the rendered text has {}, a lone surrogate that UTF-8 (and so the API) cannot carry;"
+    " was a --var given bytes that are not UTF-8?"
+)
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in a rendered value's strings and keys, as ``'\\udcff'``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts: Iterable[Any] = (item,)
+        elif isinstance(item, dict):
+            texts = item.keys()
+            stack.extend(item.values())
+        else:
+            if isinstance(item, list):
+                stack.extend(item)
+            continue
+        for text in texts:
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return ascii(text[exc.start])
+    return None
+
+
 def plain(value: Any) -> Any:
     """Native results as JSON-ready values (tuples become lists, keys strings)."""
     if isinstance(value, (tuple, list)):
         return [plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return str(value)  # Markup (from |safe) or RawStr (from vars) become plain text
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     return str(value)

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 
 from xpdeploy.errors import UserError
 
-API_FORMAT = "%Y-%m-%d %H:%M UTC"
 # ASCII digits only: `\d` alone would let '٢٠٣١-01-01 12:00 UTC' through, to be sent as is.
 _API_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\Z", re.ASCII)
 _ISO_WITH_OFFSET = re.compile(
@@ -40,7 +39,11 @@ def normalise_time(value: object) -> str:
         raise TimeFormatError(f"time {value!r} is not a real date and time") from None
     if parsed.second or parsed.microsecond:
         raise TimeFormatError(f"time {value!r} has seconds; the API schedules to the minute")
-    return parsed.astimezone(timezone.utc).strftime(API_FORMAT)
+    try:
+        utc = parsed.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC minute
+        raise TimeFormatError(f"time {value!r} is out of range") from None
+    return utc.isoformat(sep=" ", timespec="minutes")[:16] + " UTC"  # %Y would not pad 0999
 
 
 def utcnow() -> datetime:
@@ -56,7 +59,10 @@ def utcnow() -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)  # a time without offset is UTC, as in the API
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise UserError(f"XPDEPLOY_NOW={pinned!r} is out of range") from None
 
 
 def _iso_offset(text: str) -> str:
@@ -76,7 +82,7 @@ def parse_api_time(value: object) -> datetime | None:
 def _api_time(text: str) -> datetime:
     """``YYYY-MM-DD HH:MM UTC`` as an aware datetime; ValueError for anything else.
 
-    ``fromisoformat`` reads the date and time part as ``strptime(API_FORMAT)`` would,
+    ``fromisoformat`` reads the date and time part as ``strptime`` would,
     without the regular expressions ``strptime`` compiles at its first call."""
     if not _API_PATTERN.match(text):
         raise ValueError(f"{text!r} is not in the API's time format")

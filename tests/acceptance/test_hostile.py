@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import cli, lint_json, project
+from helpers import cli, lint_json, lint_one, project, templated
 
 LAUGHS = "".join(
     f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
     for prev, name in zip([None, *"abcdefgh"], "abcdefghi", strict=True)
 )
-TARGETED = "name: x\nexecute:\n  id: 1\n  target_by: user_id\n  target: [u1]\n  push_text: {}\n"
-
-
-def templated(expression: str) -> str:
-    return TARGETED.format(json.dumps(expression))
-
-
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    """A hang fails the test instead of stalling the suite."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError("hostile input took more than 20 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
-def lint_one(tmp_path: Path, content: str | bytes) -> dict[str, object]:
-    """Lint a project whose only spec is ``content``; exactly one finding, exit 1."""
-    project(tmp_path, files={"campaigns/x.yaml": content})
-    result = cli(["lint", "--format", "json"])
-    assert "internal error" not in result.stderr
-    assert result.exit_code == 1, result.output
-    [found] = json.loads(result.stdout)["findings"]
-    assert found["path"] == "campaigns/x.yaml"
-    return found
-
-
+pytestmark = pytest.mark.usefixtures("deadline")
 HOSTILE_YAML: dict[str, tuple[str | bytes, str, str, int]] = {
     # name: (content, rule, message fragment, line)
     "billion-laughs": (LAUGHS, "yaml-syntax", "alias bomb", 6),

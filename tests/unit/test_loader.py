@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from xpdeploy.loader import RawStr, load_file, load_text, resolve_scalar
+from xpdeploy.locator import Locator
 
 
 def one(text: str) -> Any:
@@ -337,3 +338,9 @@ def test_a_missing_file_is_a_finding(tmp_path: Path) -> None:
     [found] = load_file(tmp_path / "gone.yaml", "gone.yaml").findings
     assert (found.rule, found.path) == ("yaml-syntax", "gone.yaml")
     assert found.message.startswith("cannot read file")
+
+
+def test_positions_fall_back_to_the_start_when_the_composer_refuses_the_file() -> None:
+    locator = Locator("a: &x 1\nb: &x 2\n")  # the loader refuses this; the file may change
+    locator.safe = True
+    assert locator.mark(0, ("b",)) == (1, 1)

@@ -24,6 +24,7 @@ from xpdeploy.when import TimeFormatError, normalise_time, parse_api_time, utcno
         ("2031-01-01T12:00:00-00:00", "2031-01-01 12:00 UTC"),
         ("2031-01-01T01:30:00.000000+05:00", "2030-12-31 20:30 UTC"),  # the day rolls back
         ("2032-02-29T23:59+00:00", "2032-02-29 23:59 UTC"),  # a leap day
+        ("0999-06-01T12:00+00:00", "0999-06-01 12:00 UTC"),  # four digits, as the API reads
     ],
 )
 def test_accepted_times_are_sent_in_utc(given: str, sent: str) -> None:
@@ -47,6 +48,8 @@ def test_accepted_times_are_sent_in_utc(given: str, sent: str) -> None:
         ("2031-01-01T12:00:00+25:00", "is not a real date and time"),
         ("2031-01-01T12:00:30Z", "has seconds; the API schedules to the minute"),
         ("2031-01-01T12:00:00.250000Z", "has seconds"),
+        ("0001-01-01T00:00+01:00", "is out of range"),
+        ("9999-12-31T23:59-01:00", "is out of range"),
         (1924992000, "time must be a string"),
         (None, "time must be a string"),
     ],
@@ -88,8 +91,9 @@ def test_now_is_the_clock_when_not_pinned() -> None:
     assert abs(now - datetime.now(timezone.utc)) < timedelta(seconds=5)
 
 
-def test_an_unreadable_pinned_now_is_a_user_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pinned", ["next tuesday", "0001-01-01T00:00:00+01:00"])
+def test_an_unreadable_pinned_now_is_a_user_error(tmp_path: Path, pinned: str) -> None:
     project(tmp_path)
-    result = cli(["lint"], env={"XPDEPLOY_NOW": "next tuesday"})
+    result = cli(["lint"], env={"XPDEPLOY_NOW": pinned})
     assert result.exit_code == 1
     assert "XPDEPLOY_NOW" in result.stderr and "internal error" not in result.stderr
