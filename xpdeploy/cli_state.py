@@ -107,18 +107,17 @@ def _locked(session: Session, change: Callable[[LedgerState], Any]) -> None:
 
 @state.command()
 @click.argument("name")
-@click.option("--sent", "verdict", flag_value="sent", help="It did go out: record it as applied.")
-@click.option(
-    "--not-sent", "verdict", flag_value="not-sent", help="It did not: the next apply sends it."
-)
+@click.option("--sent", is_flag=True, help="It did go out: record it as applied.")
+@click.option("--not-sent", is_flag=True, help="It did not: the next apply sends it.")
 @_format
 @common
-def resolve(session: Session, name: str, verdict: str | None, fmt: str) -> None:
+def resolve(session: Session, name: str, sent: bool, not_sent: bool, fmt: str) -> None:
     """Settle a pending or unknown execution after checking what really happened."""
     from xpdeploy.ledger import Event, EventKind, Status
 
-    if verdict is None:
-        raise UserError("say what happened: --sent or --not-sent")
+    if sent == not_sent:
+        raise UserError("say what happened: --sent or --not-sent (one of them)")
+    verdict = "sent" if sent else "not-sent"
 
     def change(current: LedgerState) -> list[Event]:
         record = current.records.get(name)
@@ -186,16 +185,26 @@ def compact(session: Session, fmt: str) -> None:
 @common
 def mv(session: Session, old: str, new: str, fmt: str) -> None:
     """Move a record to a new name, after renaming its spec (nothing is sent again)."""
+    import re
     from dataclasses import replace
 
     from xpdeploy.ledger import Event, EventKind
+    from xpdeploy.model import NAME_PATTERN
+
+    if not re.fullmatch(NAME_PATTERN, new):
+        raise UserError(f"{new!r} cannot be a spec's name (it must match {NAME_PATTERN})")
 
     def change(current: LedgerState) -> list[Event]:
         record = current.records.get(old)
         if record is None:
             raise UserError(f"{old!r} is not in the ledger of environment {current.environment!r}")
+        if new == old:
+            raise UserError(f"{old!r} is already recorded under that name: nothing to move")
         if new in current.records:
-            raise UserError(f"{new!r} is already in the ledger: `state forget {new}` it first")
+            raise UserError(
+                f"{new!r} is already in the ledger, with its own record; if that record is"
+                f" wrong, `state forget {new}` first (the next apply may then send {new})"
+            )
         moved = replace(Event.from_record(record), name=new, message=f"moved from {old}")
         return [moved, Event(EventKind.FORGOTTEN, old, message=f"moved to {new}")]
 

@@ -47,4 +47,11 @@ def test_mv_refuses_unknown_and_taken_names(deploy: Deploy) -> None:
     assert deploy.run("state", "mv", "nope", "s09").exit_code == 1
     taken = deploy.run("state", "mv", "s01", "s02")
     assert taken.exit_code == 1 and "already in the ledger" in output(taken)
+    same = deploy.run("state", "mv", "s01", "s01")
+    assert same.exit_code == 1 and "nothing to move" in output(same)
+    before = deploy.ledger_path.read_bytes()
+    for name in ("", "Upper", "x\n", "two words", "caf\udce9"):
+        refused = deploy.run("state", "mv", "s01", name)
+        assert refused.exit_code == 1 and "cannot be a spec's name" in output(refused), name
+    assert deploy.ledger_path.read_bytes() == before
     assert deploy.statuses() == {"s01": "applied", "s02": "applied"}

@@ -140,6 +140,7 @@ def test_resolve_sent_and_not_sent(mixed: Deploy) -> None:
         (["s02", "--not-sent"], "'s02' is failed, not pending or unknown"),
         (["nope", "--sent"], "'nope' is not in the ledger"),
         (["s03"], "--sent or --not-sent"),
+        (["s03", "--sent", "--not-sent"], "--sent or --not-sent (one of them)"),
     ],
 )
 def test_resolve_refusals(mixed: Deploy, args: list[str], message: str) -> None:

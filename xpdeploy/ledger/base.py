@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -116,23 +118,26 @@ class Event:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Event:
-        """Inverse of `to_dict`; unknown keys are ignored so newer journals stay readable."""
-        name = data["name"]
-        if not isinstance(name, str):
-            raise ValueError("'name' must be a string")
+    def from_dict(cls, data: Any) -> Event:
+        """Inverse of `to_dict`, checking every field: a journal line that says something
+        else than xpdeploy writes is an error, never an event read half-way. Unknown keys
+        are ignored so newer journals stay readable."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        kind = EventKind(data["kind"])
+        starts = kind is EventKind.PENDING  # a pending event starts a record: it says all
         return cls(
-            kind=EventKind(data["kind"]),
-            name=name,
-            revision=data.get("revision"),
-            body_sha256=data.get("body_sha256"),
-            campaign_id=data.get("campaign_id"),
-            audience=data.get("audience"),
+            kind=kind,
+            name=_checked(data, "name", _is_name, "a non-empty string", required=True),
+            revision=_checked(data, "revision", _is_revision, "an integer >= 1", required=starts),
+            body_sha256=_checked(data, "body_sha256", _is_sha256, "a hex sha256", required=starts),
+            campaign_id=_checked(data, "campaign_id", _is_campaign, "a string or an integer"),
+            audience=_checked(data, "audience", _is_count, "an integer >= 0"),
             response=data.get("response"),
-            message=data.get("message"),
-            sent_at=data.get("sent_at"),
-            at=data["at"],
-            endpoint=data.get("endpoint"),
+            message=_checked(data, "message", _is_text, "a string"),
+            sent_at=_checked(data, "sent_at", _is_text, "a string"),
+            at=_checked(data, "at", _is_text, "a string", required=True),
+            endpoint=_checked(data, "endpoint", _is_text, "a string"),
         )
 
     @classmethod
@@ -153,6 +158,45 @@ class Event:
         )
 
 
+def _checked(
+    data: dict[str, Any], key: str, valid: Callable[[Any], bool], what: str, required: bool = False
+) -> Any:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ValueError(f"the event has no {key!r}")
+        return None
+    if not valid(value):
+        raise ValueError(f"{key!r} must be {what}, not {json.dumps(value)[:60]}")
+    return value
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_revision(value: Any) -> bool:
+    return type(value) is int and value >= 1
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def _is_campaign(value: Any) -> bool:
+    return isinstance(value, str) or type(value) is int
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 _OUTCOME = {
     EventKind.APPLIED: Status.APPLIED,
     EventKind.FAILED: Status.FAILED,
@@ -168,9 +212,12 @@ def fold_event(records: dict[str, Record], event: Event) -> None:
         return
     if kind is EventKind.PENDING or old is None:
         # A pending event starts a fresh attempt, so nothing of the last one carries over.
-        # Other kinds without a record only occur in hand-edited journals; keep what they say.
+        # Other kinds start a record only in a compacted journal, which writes them whole.
         if event.revision is None or event.body_sha256 is None:
-            return
+            raise ValueError(
+                f"a {kind.value} event for {event.name!r}, which no earlier line starts:"
+                " a line before it is missing or changed"
+            )
         status = Status.PENDING if kind is EventKind.PENDING else _status_of(kind)
         records[event.name] = Record(
             name=event.name,

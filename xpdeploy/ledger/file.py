@@ -207,22 +207,27 @@ class FileLedger:
             raw = lines[index]
             if raw.strip():
                 try:
-                    event = Event.from_dict(json.loads(raw))
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    fold_event(records, Event.from_dict(_json(raw)))
+                except (ValueError, KeyError, RecursionError) as exc:
                     raise self._corrupt(index + 1, raw, _reason(exc)) from exc
-                fold_event(records, event)
                 count += 1
             valid_size += len(raw) + 1
-        serial = int(header.get("serial_offset", 0)) + count
+        serial = header.get("serial_offset", 0) + count
         state = LedgerState(self.environment, header["lineage"], serial, records)
         return _Scan(header, state, valid_size, len(data))
 
     def _parse_header(self, raw: bytes) -> dict[str, Any]:
         try:
-            header = json.loads(raw)
-        except ValueError:
+            header = _json(raw)
+        except (ValueError, RecursionError):
             header = None
-        if not isinstance(header, dict) or not isinstance(header.get("lineage"), str):
+        offset = header.get("serial_offset", 0) if isinstance(header, dict) else None
+        if (
+            not isinstance(header, dict)
+            or not isinstance(header.get("lineage"), str)
+            or type(offset) is not int
+            or offset < 0
+        ):
             raise self._corrupt(1, raw, "the first line is not an xpdeploy ledger header")
         version = header.get("format_version")
         if version != FORMAT_VERSION:
@@ -256,9 +261,20 @@ class FileLedger:
         return UserError(f"corrupt ledger line: {what}", path=str(self.path), line=line)
 
 
+def _json(raw: bytes) -> Any:
+    """One journal line; NaN and Infinity are not JSON, whatever Python's parser allows."""
+    return json.loads(raw, parse_constant=_not_json)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"the event has no {exc} field"
+    if isinstance(exc, RecursionError):
+        return "not a ledger event (nested too deeply)"
     return f"not a ledger event ({exc})"
 
 
