@@ -14,6 +14,15 @@ MASK = "***"
 _CHUNK = 256  # containers larger than this are encoded entry by entry
 
 
+def strict_loads(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity, which Python's parser takes, refused."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

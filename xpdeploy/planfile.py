@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from xpdeploy import __version__
-from xpdeploy.canonical import body_sha256
+from xpdeploy.canonical import body_sha256, strict_loads
 from xpdeploy.errors import UserError
 from xpdeploy.execution import Execution
 from xpdeploy.plan import Action, Plan, PlannedAction
@@ -52,9 +52,9 @@ def write_planfile(
 class _Action(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str
+    name: Annotated[str, Field(min_length=1)]
     action: Action
-    revision: int
+    revision: Annotated[int, Field(strict=True, ge=1)]
     reason: str = ""
     body: dict[str, Any] | None = None
     body_sha256: str | None = None
@@ -91,9 +91,11 @@ def read_planfile(path: Path) -> SavedPlan:
     """Load a plan file; anything malformed or tampered with is refused."""
     shown = str(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = strict_loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read plan file: {exc}", path=shown) from None
+    except RecursionError:
+        raise UserError("cannot read plan file: nested too deeply", path=shown) from None
     if not isinstance(document, dict) or document.get("kind") != KIND:
         raise UserError("not an xpdeploy plan file (made by `xpdeploy plan -o`)", path=shown)
     if document.get("format_version") != FORMAT_VERSION:

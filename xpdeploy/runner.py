@@ -11,8 +11,10 @@ from pathlib import Path
 
 from xpdeploy.apply import ApplyResult, Sender, check_endpoint, check_fresh, send_all
 from xpdeploy.errors import UserError
+from xpdeploy.execution import Execution
 from xpdeploy.ledger import Ledger, LedgerState, LockInfo, open_ledger
-from xpdeploy.plan import Action, Plan, guard, make_plan
+from xpdeploy.model import Environment
+from xpdeploy.plan import Action, Plan, make_plan
 from xpdeploy.planfile import SavedPlan, read_planfile
 from xpdeploy.project import display_path
 from xpdeploy.session import Session
@@ -114,6 +116,41 @@ def load_saved(path: Path, session: Session) -> SavedPlan:
     return saved
 
 
+def _rederived(
+    saved: Plan, env: Environment, state: LedgerState, session: Session, token_missing: str | None
+) -> Plan:
+    """The saved plan, its sends decided again from their own bodies against the ledger.
+
+    A plan file is a file: whatever it says, a send must be one that planning those bodies
+    against this ledger would make (never an execution the ledger has as applied, nor one
+    body twice). Time has moved on and the token is only known now: guards run again.
+    """
+    sends = saved.of(Action.SEND)
+    names = [a.name for a in sends]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(
+            f"the saved plan sends {', '.join(twice)} more than once: the plan file was"
+            " changed after it was made; nothing was sent; plan again"
+        )
+    executions = [
+        Execution(a.name, a.revision, saved.environment, a.body or {}, "", 0) for a in sends
+    ]
+    derived = make_plan(
+        saved.environment, env, executions, state, session.now, token_missing=token_missing
+    )
+    again = {a.name: a for a in derived.actions if a.name in set(names)}
+    for name in names:
+        if again[name].action not in (Action.SEND, Action.BLOCKED):
+            raise UserError(
+                f"the saved plan sends {name!r}, but against the ledger it is"
+                f" {again[name].action.value} ({again[name].reason}): the plan file was changed"
+                " after it was made; nothing was sent; plan again"
+            )
+    others = [a for a in saved.actions if a.action is not Action.SEND]
+    return replace(saved, actions=[*others, *(again[name] for name in names)])
+
+
 def apply(
     session: Session,
     *,
@@ -147,14 +184,10 @@ def apply(
             stale = check_fresh(state, saved.plan)
             if stale:
                 raise UserError(f"stale plan: {stale}; nothing was sent; plan again")
-            # Time moves on between plan and apply, and the token is only known now.
-            checked = [
-                guard(a, env, session.now, token_missing=token_missing) for a in saved.plan.actions
-            ]
             unknown = sorted(set(names) - {a.name for a in saved.plan.actions})
             if unknown:
                 raise UserError(f"not in the saved plan: {', '.join(unknown)}; nothing was sent")
-            plan = only(replace(saved.plan, actions=checked), names)
+            plan = only(_rederived(saved.plan, env, state, session, token_missing), names)
         else:
             plan = build_plan(session, state, names, token_missing=token_missing)
         show_plan(plan)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xpdeploy.canonical import strict_loads
 from xpdeploy.errors import UserError
 from xpdeploy.ledger.base import Event, LedgerState, LockInfo, Record, fold_event, utc_now
 from xpdeploy.ledger.lock import FileLock, fsync_dir, make_dirs
@@ -207,7 +208,7 @@ class FileLedger:
             raw = lines[index]
             if raw.strip():
                 try:
-                    fold_event(records, Event.from_dict(_json(raw)))
+                    fold_event(records, Event.from_dict(strict_loads(raw)))
                 except (ValueError, KeyError, RecursionError) as exc:
                     raise self._corrupt(index + 1, raw, _reason(exc)) from exc
                 count += 1
@@ -218,7 +219,7 @@ class FileLedger:
 
     def _parse_header(self, raw: bytes) -> dict[str, Any]:
         try:
-            header = _json(raw)
+            header = strict_loads(raw)
         except (ValueError, RecursionError):
             header = None
         offset = header.get("serial_offset", 0) if isinstance(header, dict) else None
@@ -259,15 +260,6 @@ class FileLedger:
                 f"or by a merge: restore it from git (git log -p -- {self.path}) or fix it"
             )
         return UserError(f"corrupt ledger line: {what}", path=str(self.path), line=line)
-
-
-def _json(raw: bytes) -> Any:
-    """One journal line; NaN and Infinity are not JSON, whatever Python's parser allows."""
-    return json.loads(raw, parse_constant=_not_json)
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _reason(exc: Exception) -> str:
