@@ -256,9 +256,15 @@ def render(session: Session, names: tuple[str, ...], fmt: str, out_dir: Path | N
 
     executions, result = session.executions(names)
     _warn(result.findings, {e.path for e in executions})
-    redact = session.project.config.review.redact
+    project = session.project
+    redact = project.config.review.redact
     if out_dir is not None:
-        for path in write_files(executions, out_dir, fmt, redact):
+        if out_dir.resolve().is_relative_to(project.campaigns_dir.resolve()):
+            raise UserError(
+                f"render --out {out_dir} is in the specs' folder, and rendered bodies are not"
+                " specs: choose a folder outside it; nothing was written"
+            )
+        for path in write_files(executions, out_dir, fmt, redact, project.input_files()):
             click.echo(f"wrote {path}", err=True)
     else:
         write_stream(sys.stdout, session.env_name, executions, fmt, redact)

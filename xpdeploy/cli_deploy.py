@@ -55,11 +55,12 @@ def plan(
     from xpdeploy.git import head_commit
     from xpdeploy.planfile import write_planfile
     from xpdeploy.report.plan import REPORTERS
-    from xpdeploy.runner import build_plan, ledger_for
+    from xpdeploy.runner import build_plan, ledger_for, read_for
 
     lifetime = _ttl(ttl)
     ledger = ledger_for(session)
-    the_plan = build_plan(session, ledger.read(), names, behind=ledger.behind())
+    state = read_for(session, ledger, session.env_name)
+    the_plan = build_plan(session, state, names, behind=ledger.behind())
     artifact = f"plan-{the_plan.environment}"  # the artifact name campaigns-plan.yml uploads
     REPORTERS.get(fmt)(sys.stdout, session.project.config.review.redact, artifact).emit(the_plan)
     if out is not None:

@@ -158,6 +158,13 @@ class Project:
             )
         return chosen
 
+    def input_files(self) -> list[Path]:
+        """Every file the project reads: its project file, specs and vars files."""
+        vars_files = [
+            self.root / f for env in self.config.environments.values() for f in env.vars_files
+        ]
+        return [self.file, *self.spec_files, *vars_files]
+
     def environment(self, name: str) -> Environment:
         return self.config.environments[name]
 
@@ -179,7 +186,16 @@ class Project:
         url = self.api_url(name)
         if url == EMULATOR:
             return EMULATOR
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises for a bad port, as hostname does for bad brackets)
+        except ValueError:  # not echoed: a malformed URL may still hold a password
+            raise UserError(f"api_url of environment {name!r} is not a valid URL") from None
+        if parts.username is not None or parts.password is not None:
+            raise UserError(
+                f"api_url of environment {name!r} has a user or password in it: the URL names"
+                " the API only (the token comes from the variable apptoken_env names)"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UserError(f"api_url {url!r} of environment {name!r} is not an http(s) URL")
         if parts.scheme == "http" and not _loopback(parts.hostname):
@@ -187,7 +203,7 @@ class Project:
                 f"api_url {url!r} of environment {name!r} is plain http: the apptoken would"
                 " travel unencrypted; use https (http is only for a local emulator)"
             )
-        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+        return f"{parts.scheme}://{parts.netloc}".lower()
 
     @cached_property
     def spec_files(self) -> list[Path]:
@@ -234,7 +250,8 @@ class Project:
     @staticmethod
     def _vars_file(path: Path, origin: str, findings: list[Finding]) -> dict[str, Any]:
         if not path.is_file():
-            raise UserError(f"vars file {display_path(path)} (from {origin}) does not exist")
+            what = "is not a regular file" if os.path.lexists(path) else "does not exist"
+            raise UserError(f"vars file {display_path(path)} (from {origin}) {what}")
         loaded = load_file(path, display_path(path))
         findings.extend(loaded.findings)
         merged: dict[str, Any] = {}

@@ -22,6 +22,16 @@ from xpdeploy.session import Session
 EMULATOR_TOKEN = "local-emulator"  # the in-process emulator accepts any token  # noqa: S105
 
 
+def read_for(session: Session, ledger: Ledger, environment: str) -> LedgerState:
+    """The ledger's state, refused when it records sends to another API than this run's:
+    they would count as done here (a ledger first written by a run at the emulator)."""
+    state = ledger.read()
+    elsewhere = check_endpoint(state, session.project.endpoint(environment))
+    if elsewhere:
+        raise UserError(f"{elsewhere}; nothing was sent")
+    return state
+
+
 def ledger_for(session: Session, environment: str | None = None) -> Ledger:
     env = environment or session.env_name
     return open_ledger(session.project.state_path(env), env)
@@ -172,10 +182,7 @@ def apply(
     ledger = ledger_for(session, environment)
     endpoint = session.project.endpoint(environment)
     with ledger.lock(LockInfo.current("xpdeploy apply")):
-        state = ledger.read()
-        elsewhere = check_endpoint(state, endpoint)
-        if elsewhere:
-            raise UserError(f"{elsewhere}; nothing was sent")
+        state = read_for(session, ledger, environment)
         behind = ledger.behind()
         if behind:
             shown = display_path(session.project.state_path(environment))

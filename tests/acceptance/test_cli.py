@@ -153,10 +153,7 @@ def project_with_state(root: Path, state: str) -> Path:
 @pytest.mark.parametrize("command", [["plan"], ["state", "list"]])
 @pytest.mark.parametrize(
     ("state", "reason"),
-    [
-        ("campaigns", "Is a directory"),  # a folder where the ledger file should be
-        ("xpdeploy.yaml/local.jsonl", "Not a directory"),  # a file where a folder should be
-    ],
+    [("xpdeploy.yaml/local.jsonl", "Not a directory")],  # a file where a folder should be
 )
 def test_an_os_error_is_the_users_problem_not_a_bug(
     tmp_path: Path, command: list[str], state: str, reason: str
@@ -172,6 +169,29 @@ def test_an_os_error_is_the_users_problem_not_a_bug(
     debug = cli([*command, "--debug"])
     assert debug.exit_code == 1 and "Traceback" in debug.stderr
     assert debug.stderr.rstrip().splitlines()[-1] == lines[0]
+
+
+@pytest.mark.parametrize("command", [["plan"], ["state", "list"], ["apply", "--auto-approve"]])
+@pytest.mark.parametrize("kind", ["folder", "pipe", "symlink", "device"])
+@pytest.mark.usefixtures("deadline")  # reading a pipe used to block for ever
+def test_a_ledger_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, command: list[str], kind: str
+) -> None:
+    """A first write would replace it (/dev/null once was); /dev/zero and a pipe never end."""
+    state = {"folder": "campaigns", "device": "/dev/null"}.get(kind, "shared.jsonl")
+    if kind == "pipe":
+        os.mkfifo(tmp_path / state)
+    elif kind == "symlink":
+        (tmp_path / "elsewhere.jsonl").touch()
+        (tmp_path / state).symlink_to(tmp_path / "elsewhere.jsonl")
+    project_with_state(tmp_path, state)
+    result = cli(command)
+    assert result.exit_code == 1 and "the ledger is not a regular file" in result.stderr
+    assert not list(tmp_path.glob("*.lock"))  # not even the lock file was made beside it
+    if kind == "symlink":
+        assert (tmp_path / state).is_symlink() and (
+            tmp_path / "elsewhere.jsonl"
+        ).stat().st_size == 0
 
 
 @pytest.mark.parametrize("command", [["plan"], ["state", "list"]])

@@ -54,3 +54,32 @@ def test_a_plan_says_when_its_ledger_does_not_exist(deploy: Deploy) -> None:
     assert "Ledger state/staging.jsonl does not exist yet" in markdown
     assert deploy.apply("s01").exit_code == 0
     assert "(ledger state/staging.jsonl, serial 2)" in deploy.run("plan").stdout
+
+
+def test_a_ledger_first_written_by_a_run_at_the_emulator_stops_plan_too(deploy: Deploy) -> None:
+    """Found by fuzzing: the fresh production ledger then said "unchanged" for s01."""
+    assert deploy.apply("s01", env={"XPDEPLOY_API_URL": "emulator"}).exit_code == 0
+    for command in (["plan"], ["apply", "--auto-approve"]):
+        refused = deploy.run(*command)
+        assert refused.exit_code == 1 and "records sends to emulator" in output(refused)
+    assert deploy.accepted == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://user:tok-SECRET-1@api.example.com", "has a user or password in it"),
+        ("http://u:tok-SECRET-1@10.0.0.1", "has a user or password in it"),
+        ("https://tok-SECRET-1@api.example.com", "has a user or password in it"),
+        ("https://[::1", "is not a valid URL"),
+        ("https://u:tok-SECRET-1@[::1", "is not a valid URL"),
+        ("https://api.example.com:99999", "is not a valid URL"),
+    ],
+)
+def test_an_api_url_never_carries_or_shows_credentials(
+    deploy: Deploy, url: str, message: str
+) -> None:
+    result = deploy.apply(env={"XPDEPLOY_API_URL": url})
+    assert result.exit_code == 1 and message in output(result)
+    assert "tok-SECRET-1" not in output(result) and "Traceback" not in output(result)
+    assert deploy.accepted == [] and not deploy.ledger_path.exists()

@@ -102,6 +102,36 @@ def test_render_out_writes_one_file_per_execution(two: Path, fmt: str) -> None:
     assert f"wrote out/bodies/beta.{fmt}" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("out", "fmt", "message"),
+    [
+        ("campaigns", "yaml", "is in the specs' folder"),
+        ("campaigns/rendered", "json", "is in the specs' folder"),
+        (".", "yaml", "would overwrite"),  # a spec named like the project file
+    ],
+)
+def test_render_out_never_writes_over_the_project(
+    two: Path, out: str, fmt: str, message: str
+) -> None:
+    """Found by fuzzing: --out campaigns --format yaml replaced the specs with bodies."""
+    (two / "campaigns" / "xpdeploy.yaml").write_text(SPEC.format(name="xpdeploy"))
+    before = {p: p.read_bytes() for p in two.rglob("*") if p.is_file()}
+    result = cli(["render", "--format", fmt, "--out", out])
+    assert (
+        result.exit_code == 1
+        and message in result.stderr
+        and "nothing was written" in result.stderr
+    )
+    assert {p: p.read_bytes() for p in two.rglob("*") if p.is_file()} == before
+
+
+def test_render_out_checks_every_target_before_writing_any(two: Path) -> None:
+    (two / "out" / "beta.json").mkdir(parents=True)
+    result = cli(["render", "--out", "out"])
+    assert result.exit_code == 1 and "is not a regular file" in result.stderr
+    assert not (two / "out" / "alpha.json").exists()
+
+
 def test_render_refuses_when_lint_has_errors(two: Path) -> None:
     (two / "campaigns" / "c.yaml").write_text(SPEC.format(name="gamma").replace("cid", "nope"))
     result = cli(["render", "alpha"])

@@ -71,6 +71,7 @@ class FileLedger:
     def lock(self, info: LockInfo) -> Iterator[FileLedger]:
         """Hold the exclusive lock for the ``with`` block, or raise `LockHeld` at once."""
         with self._mutex:
+            self._check_regular()  # before the lock file is made beside it
             self._lock.acquire(info)
             try:
                 scan = self._scan()
@@ -186,8 +187,19 @@ class FileLedger:
             os.close(self._fd)
         self._fd, self._size = new_fd, len(data)
 
+    def _check_regular(self) -> None:
+        """A journal is a regular file: a first write would replace a symlink, a device
+        or a pipe (reading /dev/zero never ends, a pipe blocks)."""
+        if os.path.islink(self.path) or (os.path.exists(self.path) and not self.path.is_file()):
+            raise UserError(
+                "the ledger is not a regular file (a symlink, folder, device or pipe):"
+                " point `state:` at a file of its own",
+                path=str(self.path),
+            )
+
     def _scan(self) -> _Scan:
         """Parse and fold the whole journal, noting where its last good line ends."""
+        self._check_regular()
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:

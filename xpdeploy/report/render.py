@@ -6,11 +6,12 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from xpdeploy.canonical import masked
+from xpdeploy.errors import UserError
 from xpdeploy.execution import Execution
 from xpdeploy.redact import redact
 
@@ -65,12 +66,25 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def write_files(
-    executions: Sequence[Execution], folder: Path, fmt: str, paths: Sequence[str]
+    executions: Sequence[Execution],
+    folder: Path,
+    fmt: str,
+    paths: Sequence[str],
+    inputs: Collection[Path] = (),
 ) -> list[Path]:
-    """One file per execution, named after it; each written atomically."""
-    written = []
-    for execution in executions:
-        target = folder / f"{execution.name}.{fmt}"
+    """One file per execution, named after it; each written atomically. Every target is
+    checked first, so a refusal writes nothing: never one of the project's ``inputs``
+    (its project file, specs, vars files), never over a folder."""
+    targets = [(folder / f"{e.name}.{fmt}", e) for e in executions]
+    protected = {path.resolve() for path in inputs}
+    for target, _ in targets:
+        if target.resolve() in protected:
+            raise UserError(
+                f"render --out would overwrite {target}, a file of this project: choose"
+                " another folder; nothing was written"
+            )
+        if os.path.lexists(target) and not target.is_file():
+            raise UserError(f"{target} is not a regular file; nothing was written")
+    for target, execution in targets:
         atomic_write(target, _dump(shown_body(execution, paths), fmt))
-        written.append(target)
-    return written
+    return [target for target, _ in targets]
