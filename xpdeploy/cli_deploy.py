@@ -108,6 +108,12 @@ def apply(session: Session, args: tuple[str, ...], auto_approve: bool, paralleli
     sys.exit(ExitCode.OK if result.ok else ExitCode.ERROR)
 
 
+def _host(value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("give an address to listen on, e.g. 127.0.0.1")
+    return value
+
+
 def _show_plan(session: Session) -> Any:
     from xpdeploy.report.plan import TextPlan
 
@@ -148,8 +154,8 @@ def _on_signals(stop: threading.Event) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8787, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, callback=lambda c, p, v: _host(v))
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
 @click.option(
     "--apptoken", envvar="XPDEPLOY_EMULATOR_APPTOKEN", help="Require this token (default: any)."
 )

@@ -131,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _parse(self, raw: bytes) -> dict[str, Any] | Reply:
         try:
             body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return 400, "Request body is not valid JSON", ["body: not valid JSON"]
         if not isinstance(body, dict):
             return 400, "Request body must be a JSON object", ["body: not a JSON object"]
@@ -193,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise TypeError("send a JSON list of fault objects")
             faults = [Fault(**item) for item in items]
-        except (TypeError, ValueError) as exc:  # bad JSON, unknown keys, bad values
+        except (TypeError, ValueError, RecursionError) as exc:  # bad JSON, keys or values
             self._reply((400, f"Invalid fault: {exc}", None))
             return
         self.server.emulator.inject(*faults)

@@ -22,6 +22,7 @@ _TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", re.ASCII)
 
 Reply = tuple[int, str | None, list[str] | None]
+MAX_FAULT_TIMES = 10_000  # each planned fault is kept in a queue
 
 
 def is_int(value: Any) -> bool:
@@ -145,7 +146,8 @@ class Fault:
             "drop must be 'before', 'after' or null": self.drop in (None, "before", "after"),
             "body must be a string": self.body is None or isinstance(self.body, str),
             "accept must be a boolean": isinstance(self.accept, bool),
-            "times must be a positive integer": is_int(self.times) and self.times >= 1,
+            f"times must be an integer from 1 to {MAX_FAULT_TIMES}": is_int(self.times)
+            and 1 <= self.times <= MAX_FAULT_TIMES,
         }
         for problem, ok in checks.items():
             if not ok:

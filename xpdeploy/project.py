@@ -287,6 +287,14 @@ def load_project(explicit: Path | None = None, start: Path | None = None) -> Pro
         config = ProjectFile.model_validate(document.value)
     except ValidationError as exc:
         raise _as_error(pydantic_findings(exc, document, ProjectFile)) from None
+    root = file.parent.resolve()
+    if not (root / config.campaigns).resolve().is_relative_to(root):
+        raise UserError(
+            f"campaigns {config.campaigns!r} is outside the project's folder: specs live in"
+            " the project (and `diff --base` reads only the project from git)",
+            path=shown,
+            line=document.mark(("campaigns",))[0],
+        )
     default = config.default_environment
     if default is not None and default not in config.environments:
         raise UserError(

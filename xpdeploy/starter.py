@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from xpdeploy.errors import UserError
@@ -61,9 +62,18 @@ def starter_files() -> dict[str, str]:
 def write_starter(directory: Path) -> list[Path]:
     """Write the starter project; refuses to overwrite anything."""
     files = {directory / rel: text for rel, text in starter_files().items()}
-    existing = [str(p) for p in files if p.exists()]
+    existing = [str(p) for p in files if os.path.lexists(p)]  # a dangling symlink too
     if existing:
         raise UserError(f"refusing to overwrite {', '.join(existing)}: init writes a new project")
+    folders = {
+        parent
+        for path in files
+        for parent in path.parents
+        if parent == directory or directory in parent.parents
+    }
+    blocked = sorted(str(f) for f in folders if os.path.lexists(f) and not f.is_dir())
+    if blocked:  # found before anything is written: no half-made project
+        raise UserError(f"{', '.join(blocked)}: not a folder; init writes a new project")
     for path, text in files.items():
         atomic_write(path, text)
     return list(files)

@@ -123,3 +123,43 @@ def test_a_file_name_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
         assert "caf\\udce9.yaml" in run.stdout
     [found] = json.loads(run.stdout)["findings"]
     assert os.fsencode(found["path"]) == b"campaigns/caf\xe9.yaml"
+
+
+# --- a third run: init, emulator options, the campaigns folder -----------------------------
+
+
+def test_init_writes_nothing_when_it_cannot_write_everything(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "schema").write_text("mine")  # a file where init needs a folder
+    result = cli(["init", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "not a folder" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["schema"]
+
+
+def test_init_does_not_replace_a_dangling_symlink(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / ".gitignore").symlink_to(tmp_path / "nowhere")
+    result = cli(["init", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "refusing to overwrite" in result.stderr
+    assert (tmp_path / "p" / ".gitignore").is_symlink()
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "-5"], ["--host", ""]])
+def test_emulator_options_out_of_range_are_usage_errors(args: list[str]) -> None:
+    result = cli(["emulator", *args])
+    assert result.exit_code == 1 and "Invalid value" in result.stderr
+
+
+@pytest.mark.parametrize("campaigns", ["../..", "/", "../sibling"])
+def test_campaigns_outside_the_project_are_refused(tmp_path: Path, campaigns: str) -> None:
+    """`campaigns: /` read the whole disk; a base's `../..` let diff read outside git."""
+    project(tmp_path)
+    text = (
+        (tmp_path / "xpdeploy.yaml")
+        .read_text()
+        .replace("campaigns: campaigns", f"campaigns: {campaigns}")
+    )
+    (tmp_path / "xpdeploy.yaml").write_text(text)
+    result = cli(["lint"])
+    assert result.exit_code == 1 and "is outside the project's folder" in result.stderr
+    assert result.stderr.startswith("Error: xpdeploy.yaml:2:")

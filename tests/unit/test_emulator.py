@@ -241,13 +241,22 @@ def test_control_endpoints(emu: Emulator) -> None:
 
 @pytest.mark.parametrize(
     "faults",
-    [[{"status": 1000}], [{"drop": "sideways"}], [{"colour": "red"}], ["x"], {"times": 0}],
+    [
+        [{"status": 1000}],
+        [{"drop": "sideways"}],
+        [{"colour": "red"}],
+        ["x"],
+        {"times": 0},
+        {"times": 10**12},  # a queue of a million million faults: refused, not a MemoryError
+    ],
 )
 def test_control_rejects_bad_faults(emu: Emulator, faults: Any) -> None:
     status, data, _ = request(emu, "/_emulator/faults", faults)
     assert status == 400
     assert data["message"].startswith("Invalid fault")
-    assert request(emu, "/_emulator/faults", raw=b"{oops")[0] == 400
+    for raw in (b"{oops", b"[" * 100_000):  # deep nesting too: a 400, not a dropped connection
+        assert request(emu, "/_emulator/faults", raw=raw)[0] == 400
+        assert request(emu, EXECUTE_PATH, raw=raw)[0] == 400
     assert execute(emu, GOOD)[0] == 200
 
 
