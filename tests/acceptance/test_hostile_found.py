@@ -163,3 +163,8 @@ def test_campaigns_outside_the_project_are_refused(tmp_path: Path, campaigns: st
     result = cli(["lint"])
     assert result.exit_code == 1 and "is outside the project's folder" in result.stderr
     assert result.stderr.startswith("Error: xpdeploy.yaml:2:")
+
+
+def test_files_init_and_render_write_are_readable_by_others(tmp_path: Path) -> None:
+    assert cli(["init", str(tmp_path / "p")]).exit_code == 0
+    assert (tmp_path / "p" / "xpdeploy.yaml").stat().st_mode & 0o777 == 0o644
