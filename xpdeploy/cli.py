@@ -264,7 +264,8 @@ def render(session: Session, names: tuple[str, ...], fmt: str, out_dir: Path | N
                 f"render --out {out_dir} is in the specs' folder, and rendered bodies are not"
                 " specs: choose a folder outside it; nothing was written"
             )
-        for path in write_files(executions, out_dir, fmt, redact, project.input_files()):
+        inputs = [*project.input_files(), *session.overrides.var_files]
+        for path in write_files(executions, out_dir, fmt, redact, inputs):
             click.echo(f"wrote {path}", err=True)
     else:
         write_stream(sys.stdout, session.env_name, executions, fmt, redact)

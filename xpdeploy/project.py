@@ -290,8 +290,9 @@ def load_project(explicit: Path | None = None, start: Path | None = None) -> Pro
     root = file.parent.resolve()
     if not (root / config.campaigns).resolve().is_relative_to(root):
         raise UserError(
-            f"campaigns {config.campaigns!r} is outside the project's folder: specs live in"
-            " the project (and `diff --base` reads only the project from git)",
+            f"campaigns {config.campaigns!r} is outside the project's folder (links"
+            " followed): specs live in the project (and `diff --base` reads only the project"
+            " from git)",
             path=shown,
             line=document.mark(("campaigns",))[0],
         )

@@ -14,7 +14,7 @@ from xpdeploy.errors import UserError
 from xpdeploy.execution import Execution
 from xpdeploy.ledger import Ledger, LedgerState, LockInfo, open_ledger
 from xpdeploy.model import Environment
-from xpdeploy.plan import Action, Plan, make_plan
+from xpdeploy.plan import ATTENTION, Action, Plan, make_plan
 from xpdeploy.planfile import SavedPlan, read_planfile
 from xpdeploy.project import display_path
 from xpdeploy.session import Session
@@ -157,8 +157,12 @@ def _rederived(
                 f" {again[name].action.value} ({again[name].reason}): the plan file was changed"
                 " after it was made; nothing was sent; plan again"
             )
-    others = [a for a in saved.actions if a.action is not Action.SEND]
-    return replace(saved, actions=[*others, *(again[name] for name in names)])
+    # A send keeps the reason it was planned with (planned against the whole project, not
+    # just these bodies, it has the right hints); a blocked one says why it is blocked now.
+    checked = [again[a.name] if again[a.name].action is Action.BLOCKED else a for a in sends]
+    actions = [*(a for a in saved.actions if a.action is not Action.SEND), *checked]
+    actions.sort(key=lambda a: (ATTENTION.index(a.action), a.name))
+    return replace(saved, actions=actions)
 
 
 def apply(

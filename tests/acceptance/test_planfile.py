@@ -119,3 +119,12 @@ def test_an_untouched_saved_plan_still_applies(deploy: Deploy) -> None:
     path, _ = _saved_after_s01(deploy)
     assert deploy.apply(str(path)).exit_code == 0
     assert sorted(deploy.accepted_names()) == ["s01", "s02", "s03"]
+
+
+def test_a_saved_plan_applies_with_the_reasons_it_was_planned_with(deploy: Deploy) -> None:
+    """Re-planned from its sends alone, s02's record looked like a renamed spec's."""
+    assert deploy.apply("s02").exit_code == 0
+    assert deploy.run("plan", "-o", "plan.json").exit_code == 0
+    result = deploy.apply("plan.json")
+    assert result.exit_code == 0 and "spec is gone" not in output(result)
+    assert sorted(deploy.accepted_names()) == ["s01", "s02", "s03"]

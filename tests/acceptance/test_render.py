@@ -125,6 +125,14 @@ def test_render_out_never_writes_over_the_project(
     assert {p: p.read_bytes() for p in two.rglob("*") if p.is_file()} == before
 
 
+def test_render_out_never_writes_over_a_var_file_option(two: Path) -> None:
+    (two / "vf").mkdir()
+    (two / "vf" / "alpha.yaml").write_text("bonus: 5\n")
+    result = cli(["render", "--format", "yaml", "--var-file", "vf/alpha.yaml", "--out", "vf"])
+    assert result.exit_code == 1 and "would overwrite" in result.stderr
+    assert (two / "vf" / "alpha.yaml").read_text() == "bonus: 5\n"
+
+
 def test_render_out_checks_every_target_before_writing_any(two: Path) -> None:
     (two / "out" / "beta.json").mkdir(parents=True)
     result = cli(["render", "--out", "out"])
