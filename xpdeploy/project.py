@@ -203,7 +203,12 @@ class Project:
                 f"api_url {url!r} of environment {name!r} is plain http: the apptoken would"
                 " travel unencrypted; use https (http is only for a local emulator)"
             )
-        return f"{parts.scheme}://{parts.netloc}".lower()
+        # One API, one spelling: https://Host:443/ and https://host are the same endpoint.
+        host = parts.hostname
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None and parts.port != _DEFAULT_PORTS[parts.scheme]:
+            netloc += f":{parts.port}"
+        return f"{parts.scheme}://{netloc}"
 
     @cached_property
     def spec_files(self) -> list[Path]:
@@ -264,6 +269,9 @@ class Project:
                 continue
             merged = deep_merge(merged, document.value)
         return merged
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def load_project(explicit: Path | None = None, start: Path | None = None) -> Project:

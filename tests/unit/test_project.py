@@ -334,3 +334,21 @@ def test_spec_files_are_found_recursively_and_only_yaml(tmp_path: Path) -> None:
     )
     names = [p.relative_to(tmp_path / "campaigns").as_posix() for p in load_project().spec_files]
     assert names == ["a.yaml", "b/c.yml", "b/d/e.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("https://api.example.com", "https://api.example.com"),
+        ("https://API.Example.com:443/", "https://api.example.com"),
+        ("https://api.example.com:", "https://api.example.com"),
+        ("https://api.example.com:8443/x", "https://api.example.com:8443"),
+        ("http://127.0.0.1:80", "http://127.0.0.1"),
+        ("http://[::1]:8787", "http://[::1]:8787"),
+        ("emulator", "emulator"),
+    ],
+)
+def test_one_api_has_one_endpoint_spelling(tmp_path: Path, url: str, endpoint: str) -> None:
+    """The ledger compares endpoints as text: a default port must not make another API."""
+    project(tmp_path, environments={"real": {"api_url": url}}, default_environment=None)
+    assert load_project(tmp_path / "xpdeploy.yaml").endpoint("real") == endpoint
