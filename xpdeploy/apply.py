@@ -17,7 +17,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from xpdeploy.errors import UserError
 from xpdeploy.ledger import Event, EventKind, Ledger, LedgerState, utc_now
+from xpdeploy.ledger.base import storable
 from xpdeploy.outcome import Outcome
 from xpdeploy.plan import Action, Plan, PlannedAction
 
@@ -33,6 +35,10 @@ class ApplyResult:
     plan: Plan
     outcomes: list[tuple[PlannedAction, Outcome]] = field(default_factory=list)
     not_started: list[PlannedAction] = field(default_factory=list)
+    # Why sending stopped early (the lease or the ledger was lost), and the outcomes that
+    # could not be written to the ledger: the caller must show these to a person.
+    lost: str | None = None
+    unrecorded: list[tuple[PlannedAction, Outcome]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for _, outcome in self.outcomes if outcome.status == status)
@@ -41,7 +47,12 @@ class ApplyResult:
     def ok(self) -> bool:
         """Everything planned was sent, and nothing needs a person."""
         troubled = self.plan.of(Action.BLOCKED, Action.UNRESOLVED)
-        return not troubled and not self.not_started and self.count("applied") == len(self.outcomes)
+        return (
+            not troubled
+            and not self.not_started
+            and self.lost is None
+            and self.count("applied") == len(self.outcomes)
+        )
 
 
 def _pending(action: PlannedAction, endpoint: str | None) -> Event:
@@ -61,7 +72,7 @@ def _outcome_event(action: PlannedAction, outcome: Outcome) -> Event:
     return Event(
         _KIND[outcome.status],
         action.name,
-        response=outcome.response,
+        response=storable(outcome.response),
         message=outcome.message,
         sent_at=now if outcome.status == "applied" else None,
         at=now,
@@ -83,27 +94,65 @@ def send_all(
     result = ApplyResult(plan)
     queue = deque(plan.of(Action.SEND))
     in_flight: dict[Future[Outcome], PlannedAction] = {}
+    tell = _Printer(on_outcome)
     with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="send") as pool:
         try:
             while queue or in_flight:
                 free = parallelism - len(in_flight)
-                if queue and free > 0 and not stop.is_set():
+                if queue and free > 0 and not stop.is_set() and result.lost is None:
                     batch = [queue.popleft() for _ in range(min(free, len(queue)))]
-                    ledger.append([_pending(action, endpoint) for action in batch])  # durable first
-                    for action in batch:
-                        assert action.body is not None
-                        in_flight[pool.submit(sender, action.body)] = action
+                    try:
+                        ledger.check()
+                        ledger.append([_pending(a, endpoint) for a in batch])  # durable first
+                    except UserError as exc:  # lost lease or store: this batch never left
+                        queue.extendleft(reversed(batch))
+                        result.lost = str(exc)
+                    else:
+                        for action in batch:
+                            assert action.body is not None
+                            in_flight[pool.submit(sender, action.body)] = action
                 if not in_flight:
                     break  # stopped before anything else was started
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 finished = [(in_flight.pop(future), _result(future)) for future in done]
-                ledger.append([_outcome_event(a, o) for a, o in finished])
+                _record(ledger, finished, result)
                 for action, outcome in finished:
                     result.outcomes.append((action, outcome))
-                    on_outcome(action, outcome)
+                    tell(action, outcome)
         finally:
             result.not_started.extend(queue)
     return result
+
+
+def _record(
+    ledger: Ledger, finished: list[tuple[PlannedAction, Outcome]], result: ApplyResult
+) -> None:
+    """Write outcomes; those the ledger refuses are kept for the person running apply."""
+    if result.unrecorded:  # the store already failed: do not reorder what it may hold
+        result.unrecorded.extend(finished)
+        return
+    try:
+        ledger.append([_outcome_event(a, o) for a, o in finished])
+    except UserError as exc:
+        if result.lost is None:
+            result.lost = str(exc)
+        result.unrecorded.extend(finished)
+
+
+class _Printer:
+    """The progress callback, which must never stop outcomes being recorded: a closed
+    or failing terminal silences it instead."""
+
+    def __init__(self, callback: Callable[[PlannedAction, Outcome], None]) -> None:
+        self._callback: Callable[[PlannedAction, Outcome], None] | None = callback
+
+    def __call__(self, action: PlannedAction, outcome: Outcome) -> None:
+        if self._callback is None:
+            return
+        try:
+            self._callback(action, outcome)
+        except Exception:  # stdout closed, a broken pipe: stop printing, keep recording
+            self._callback = None
 
 
 def _result(future: Future[Outcome]) -> Outcome:

@@ -105,6 +105,7 @@ def apply(session: Session, args: tuple[str, ...], auto_approve: bool, paralleli
             f"Stopped by a signal: {len(result.not_started)} not started.", fg="yellow", err=True
         )
     reporter.summary(result)
+    reporter.stopped(result, result.plan.environment, sys.stderr)
     sys.exit(ExitCode.OK if result.ok else ExitCode.ERROR)
 
 

@@ -191,7 +191,7 @@ class ExecuteClient:
         code = response.status_code
         try:
             data = self._redact(json.loads(response.content))
-        except ValueError:  # not JSON (or not UTF-8)
+        except (ValueError, RecursionError):  # not JSON (or not UTF-8, or nested too deeply)
             data = None
         summary = self._summary(code, data, response)
         if code in _RETRY_STATUSES:

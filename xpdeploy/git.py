@@ -107,3 +107,12 @@ def _cannot_tell(answer: Answer | None) -> str:
         "git cannot tell whether the upstream branch has ledger commits this checkout lacks,"
         f" which would be sent again ({problem})"
     )
+
+
+def tracked_in_head(path: Path) -> bool:
+    """Whether ``path`` is a file in the HEAD commit of the repository around it."""
+    folder = path.parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    answer = ask(["ls-tree", "--name-only", "HEAD", "--", os.path.relpath(path, folder)], folder)
+    return bool(answer and answer.ok and answer.out)

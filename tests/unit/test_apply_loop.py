@@ -349,3 +349,16 @@ def test_no_answer_within_the_timeout_is_unknown(ledger: FileLedger, emulator: E
     assert "ReadTimeout" in outcome.message
     assert len(emulator.accepted) == 1
     assert ledger.read().records["a"].status is Status.UNKNOWN
+
+
+def test_a_failing_progress_printer_never_leaves_sends_pending(
+    ledger: FileLedger, path: Path
+) -> None:
+    def printer(action: PlannedAction, outcome: Outcome) -> None:
+        raise BrokenPipeError("stdout is closed")
+
+    plan = plan_of(action("a"), action("b"), action("c"))
+    result = send_all(ledger, plan, ok, parallelism=1, on_outcome=printer)
+    statuses = {name: r.status for name, r in ledger.read().records.items()}
+    assert statuses == {"a": Status.APPLIED, "b": Status.APPLIED, "c": Status.APPLIED}
+    assert result.ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -334,8 +335,75 @@ class LockHeld(UserError):
         self.holder = holder
 
 
+class LeaseLost(UserError):
+    """This apply no longer holds its environment's ledger exclusively: send nothing more."""
+
+
+@dataclass(frozen=True)
+class History:
+    """A ledger's whole journal, as `state export` writes it and `state migrate` copies it."""
+
+    environment: str
+    lineage: str | None
+    serial_offset: int
+    events: list[Event]
+
+
+# What of an API reply the ledger keeps: replies are evidence, not payload, and one that
+# cannot be written as strict JSON and read back must still leave its outcome recorded.
+RESPONSE_LIMIT = 64 * 1024
+_RESPONSE_DEPTH = 64
+
+
+def storable(value: Any) -> Any:
+    """``value`` as the ledger can write and read back: itself when it is plain, finite
+    JSON of a modest size and depth; otherwise a note with an excerpt of it."""
+    if value is None:
+        return None
+    problem = _unstorable(value, 0)
+    if problem is None:
+        try:
+            size = len(json.dumps(value, allow_nan=False))
+        except (ValueError, TypeError, RecursionError):
+            problem = "it is not plain JSON"
+        else:
+            problem = None if size <= RESPONSE_LIMIT else f"it is {size:,} bytes of JSON"
+    if problem is None:
+        return value
+    try:
+        excerpt = repr(value)[:2000]
+    except RecursionError:
+        excerpt = "(too deep to show)"
+    text = excerpt.encode("utf-8", "replace").decode("utf-8")
+    return {"xpdeploy_note": f"reply kept as an excerpt: {problem}", "excerpt": text}
+
+
+def _unstorable(value: Any, depth: int) -> str | None:
+    if depth > _RESPONSE_DEPTH:
+        return "it is nested too deeply"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "it holds NaN or Infinity"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "it holds text that is not valid Unicode"
+        return None
+    if isinstance(value, dict):
+        items: Iterable[Any] = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    for item in items:
+        problem = _unstorable(item, depth + 1)
+        if problem:
+            return problem
+    return None
+
+
 class Ledger(Protocol):
-    """A state backend: the file journal now, a database later."""
+    """A state backend: the file journal, a PostgreSQL database, a git branch."""
 
     environment: str
 
@@ -353,7 +421,22 @@ class Ledger(Protocol):
         ...
 
     def append(self, events: Sequence[Event]) -> None:
-        """Durably record ``events`` (one write for the batch) before returning; needs the lock."""
+        """Durably record ``events`` (one write for the batch) before returning; needs the
+        lock. Raises `LeaseLost` when the write is fenced off (another holder, a lost store)."""
+        ...
+
+    def check(self) -> None:
+        """Raise `LeaseLost` unless this holder still has the ledger to itself; called
+        before each batch of sends, so a lost lease stops sending before the next request."""
+        ...
+
+    def history(self) -> History:
+        """Every event in journal order, with the lineage and serial they started from."""
+        ...
+
+    def adopt(self, history: History) -> None:
+        """Make this empty ledger hold ``history`` exactly (lineage, serial, events); needs
+        the lock and refuses a ledger that already has events."""
         ...
 
     def compact(self) -> None:

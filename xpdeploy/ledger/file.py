@@ -1,43 +1,36 @@
-"""The file backend: an append-only JSON-lines journal whose fold is the state (SPEC §6)."""
+"""The file backend: an append-only JSON-lines journal whose fold is the state.
+
+Exactly-once on one machine rests on two things this module checks, not assumes: that
+the lock and the journal are still the files it opened (a `git clean`, `checkout`,
+`stash` or `pull` while an apply runs replaces or deletes them), and that every event
+it was told to write is on disk before the next request leaves.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import fcntl
 import os
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from xpdeploy.canonical import strict_loads
 from xpdeploy.errors import UserError
-from xpdeploy.ledger.base import Event, LedgerState, LockInfo, Record, fold_event, utc_now
+from xpdeploy.ledger import journal
+from xpdeploy.ledger.base import Event, History, LeaseLost, LedgerState, LockHeld, LockInfo
 from xpdeploy.ledger.lock import FileLock, fsync_dir, make_dirs
 
-FORMAT_VERSION = 1
-_CONFLICT_MARKS = (b"<<<<<<<", b"=======", b">>>>>>>")
-
-
-def _line(obj: dict[str, Any]) -> bytes:
-    """One journal line: compact, key-sorted JSON, so a git diff reads well."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8") + b"\n"
-
-
-@dataclass(frozen=True)
-class _Scan:
-    header: dict[str, Any] | None
-    state: LedgerState
-    valid_size: int  # bytes up to the end of the last good line
-    file_size: int
+FORMAT_VERSION = journal.FORMAT_VERSION
 
 
 class FileLedger:
-    """The journal at ``path`` for one environment, with its lock at ``<path>.lock``."""
+    """The journal at ``path`` for one environment, with its lock at ``<path>.lock``.
+
+    While locked, the journal itself is flock'ed too: if the lock file is deleted under
+    a running apply, a second apply takes a new lock file but still cannot have the
+    journal, and the first apply notices the missing lock file and stops sending.
+    """
 
     def __init__(self, path: Path, environment: str) -> None:
         self.path = path
@@ -47,10 +40,14 @@ class FileLedger:
         # Parallel apply threads share this object; one mutex orders their writes.
         self._mutex = threading.Lock()
         self._fd: int | None = None
-        self._header: dict[str, Any] | None = None
+        self._header: dict[str, object] | None = None
         self._size = 0
         self._torn = False
+        self._unterminated = False
         self._broken: str | None = None
+        self._lost: str | None = None  # why this holder stopped sending
+        self._lock_gone = self._journal_gone = False
+        self._content = b""  # the journal as this holder knows it (for a rescue)
 
     @property
     def location(self) -> str:
@@ -67,6 +64,10 @@ class FileLedger:
         """Read and fold the journal; a torn last line is ignored. No lock needed."""
         return self._scan().state
 
+    def history(self) -> History:
+        scan = self._scan()
+        return History(self.environment, scan.state.lineage, scan.serial_offset, scan.events)
+
     @contextlib.contextmanager
     def lock(self, info: LockInfo) -> Iterator[FileLedger]:
         """Hold the exclusive lock for the ``with`` block, or raise `LockHeld` at once."""
@@ -76,79 +77,179 @@ class FileLedger:
             try:
                 scan = self._scan()
                 if scan.header is not None:
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                    self._fd = self._open_journal()
+                    self._content = self.path.read_bytes()[: scan.valid_size]
             except BaseException:
+                self._close()
                 self._lock.release()
                 raise
             self._header, self._size = scan.header, scan.valid_size
-            self._torn = scan.file_size > scan.valid_size
-            self._broken = None
+            self._torn = scan.size > scan.valid_size
+            self._unterminated = scan.unterminated
+            self._broken = self._lost = None
+            self._lock_gone = self._journal_gone = False
         try:
             yield self
         finally:
             with self._mutex:
-                if self._fd is not None:
-                    os.close(self._fd)
-                self._fd, self._header = None, None
+                self._close()
+                self._header = None
                 self._lock.release()
 
+    def check(self) -> None:
+        """Stop sending unless the lock file and the journal are the ones this apply holds."""
+        with self._mutex:
+            self._check_held()
+
     def append(self, events: Sequence[Event]) -> None:
-        """Write ``events`` with one write and fsync before returning. Needs the lock."""
+        """Write ``events`` with one write and fsync before returning. Needs the lock.
+
+        When the journal was replaced under this apply, the events are put back with the
+        rest of this apply's journal, or into a rescue file beside it: never written to a
+        file that is no longer the ledger, and never lost.
+        """
         if not events:
             return
-        data = b"".join(_line(event.to_dict()) for event in events)
+        data = b"".join(journal.encode_line(event.to_dict()) for event in events)
         with self._mutex:
             self._check_writable()
+            self._check_identity()
+            if self._journal_gone:
+                self._rescue(data)  # durable, in the ledger or beside it; `check` stops sends
+                return
             if self._header is None:
-                header = {
-                    "created_at": utc_now(),
-                    "environment": self.environment,
-                    "format_version": FORMAT_VERSION,
-                    "lineage": str(uuid.uuid4()),
-                }
-                try:
-                    self._replace(_line(header) + data)
-                except OSError as exc:
-                    raise self._disk_error(exc) from exc
+                header = journal.new_header(self.environment)
+                self._write_whole(journal.encode_line(header) + data)
                 self._header = header
                 return
             assert self._fd is not None
             if self._torn:
                 # A crash left half a line; appending after it would make it a corrupt middle.
                 os.ftruncate(self._fd, self._size)
+                self._content = self._content[: self._size]
                 self._torn = False
+            if self._unterminated:
+                data = b"\n" + data  # an edit dropped the last newline; the event is whole
             try:
                 _write_all(self._fd, data)
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
                 raise self._disk_error(exc) from exc
+            self._unterminated = False
             self._size += len(data)
+            self._content += data
 
     def compact(self) -> None:
         """Rewrite the journal as one event per record, keeping lineage and serial."""
         with self._mutex:
             self._check_writable()
+            self._check_held()
             scan = self._scan()
-            if scan.header is None:
-                return
             records = scan.state.records
+            if scan.header is None or not records:
+                return  # a journal with only its header would read as lost contents
             header = dict(scan.header)
             # Serial keeps counting across compaction, so a plan made before it still
             # matches exactly when the state is unchanged, and never matches otherwise.
             header["serial_offset"] = scan.state.serial - len(records)
-            header["compacted_at"] = utc_now()
-            lines = [_line(header)]
-            lines += [_line(Event.from_record(record).to_dict()) for record in records.values()]
-            try:
-                self._replace(b"".join(lines))
-            except OSError as exc:
-                raise self._disk_error(exc) from exc
-            self._header, self._torn = header, False
+            header["compacted_at"] = journal.utc_now()
+            events = [Event.from_record(record) for record in records.values()]
+            self._write_whole(journal.encode(header, events))
+            self._header, self._torn, self._unterminated = header, False, False
+
+    def adopt(self, history: History) -> None:
+        """Write ``history`` as this journal, which must not exist yet."""
+        with self._mutex:
+            self._check_writable()
+            if self._header is not None:
+                raise UserError(
+                    "the target ledger already has events: migrate only into an empty one",
+                    path=str(self.path),
+                )
+            if not history.events:
+                raise UserError("the ledger to migrate has no events: nothing to copy")
+            header = journal.new_header(self.environment, history.lineage, history.serial_offset)
+            self._write_whole(journal.encode(header, history.events))
+            self._header = header
 
     def unlock(self) -> str:
         """Remove a stale lock file; refuse (`LockHeld`) while a live process holds it."""
         return self._lock.unlock()
+
+    # -- holding the files ---------------------------------------------------------
+
+    def _open_journal(self) -> int:
+        """The journal's fd, flock'ed: a second apply whose lock file is new still fails."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(
+                str(self.lock_path),
+                None,
+                hint="another apply holds the ledger file itself (its lock file was removed"
+                " while it ran): wait for it to finish",
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+
+    def _check_held(self) -> None:
+        self._check_identity()
+        if self._lost is not None:
+            raise LeaseLost(self._lost, path=str(self.path))
+
+    def _check_identity(self) -> None:
+        """Note a lock file or journal that is no longer the one held (once lost, lost)."""
+        if not self._lock_gone and not _same_file(self.lock_path, self._lock.fd):
+            self._lock_gone = True
+            self._lost = (
+                f"the lock file {self.lock_path} was removed or replaced while this apply"
+                " ran (git clean? rm?): it stopped sending"
+            )
+        if not self._journal_gone and self._fd is not None and not _same_file(self.path, self._fd):
+            self._journal_gone = True
+            self._lost = (
+                "the ledger file was replaced or removed while this apply ran (git checkout,"
+                " stash or pull?): it stopped sending"
+            )
+
+    def _rescue(self, data: bytes) -> None:
+        """Put what this apply knows back, or beside the ledger when that is not safe.
+
+        A checkout usually restores an older copy of the same journal, a prefix of what
+        this apply holds: then the whole journal is written back. Anything else is left
+        as it is and this apply's journal goes to ``<ledger>.rescued``, which every later
+        apply refuses to ignore.
+        """
+        self._content += data
+        try:
+            current = self.path.read_bytes()
+        except FileNotFoundError:
+            current = b""
+        rescue = self.path.with_name(self.path.name + ".rescued")
+        ours = _same_file(self.lock_path, self._lock.fd)
+        if ours and self._content.startswith(current) and not rescue.exists():
+            self._write_whole(self._content)
+            note = "the ledger file was put back with every event this apply wrote"
+        else:
+            _atomic_write(rescue, self._content)
+            note = (
+                f"the ledger now holds other content, so this apply's journal was saved to"
+                f" {rescue}: merge its events into the ledger, then delete it"
+            )
+        if note not in (self._lost or ""):
+            self._lost = f"{self._lost}; {note}"
+        if ours and self._content.startswith(current):
+            self._journal_gone = False  # the file at the path is this journal again
 
     def _check_writable(self) -> None:
         if not self._lock.held:
@@ -164,28 +265,16 @@ class FileLedger:
         )
         return UserError(self._broken, path=str(self.path))
 
-    def _replace(self, data: bytes) -> None:
-        """Atomically make ``data`` the whole journal: temp file, fsync, rename, fsync dir."""
-        parent = self.path.parent
-        make_dirs(parent)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".tmp")
+    def _write_whole(self, data: bytes) -> None:
+        """Atomically make ``data`` the whole journal, and hold the new file."""
         try:
-            try:
-                os.fchmod(fd, 0o644)  # mkstemp's 0600 is wrong for a file meant for git
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(parent)
+            _atomic_write(self.path, data)
+            new_fd = self._open_journal()
+        except OSError as exc:
+            raise self._disk_error(exc) from exc
         # The old descriptor points at the replaced inode; appends must go to the new one.
-        new_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd, self._size = new_fd, len(data)
+        self._close()
+        self._fd, self._size, self._content = new_fd, len(data), data
 
     def _check_regular(self) -> None:
         """A journal is a regular file: a first write would replace a symlink, a device
@@ -197,89 +286,60 @@ class FileLedger:
                 path=str(self.path),
             )
 
-    def _scan(self) -> _Scan:
+    def _scan(self) -> journal.Journal:
         """Parse and fold the whole journal, noting where its last good line ends."""
         self._check_regular()
+        rescued = self.path.with_name(self.path.name + ".rescued")
+        if rescued.exists():
+            raise UserError(
+                f"{rescued} holds events an interrupted apply could not write to the ledger:"
+                " merge its event lines into the ledger (they are JSON lines like its own),"
+                " delete it, then run again; until then nothing is planned or sent",
+                path=str(self.path),
+            )
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            data = b""
-        empty = LedgerState(self.environment, None, 0, {})
-        if not data.strip():
-            return _Scan(None, empty, 0, len(data))
-        lines = data.split(b"\n")
-        # lines[-1] holds what follows the last newline: empty, or a torn write. Only
-        # it can be torn: a line with its newline was written whole, so one that does
-        # not parse was changed afterwards, and dropping it would lose an event.
-        if len(lines) == 1:
-            raise self._corrupt(1, lines[0], "the header line is incomplete")
-        header = self._parse_header(lines[0])
-        records: dict[str, Record] = {}
-        count, valid_size = 0, len(lines[0]) + 1
-        for index in range(1, len(lines) - 1):
-            raw = lines[index]
-            if raw.strip():
-                try:
-                    fold_event(records, Event.from_dict(strict_loads(raw)))
-                except (ValueError, KeyError, RecursionError) as exc:
-                    raise self._corrupt(index + 1, raw, _reason(exc)) from exc
-                count += 1
-            valid_size += len(raw) + 1
-        serial = header.get("serial_offset", 0) + count
-        state = LedgerState(self.environment, header["lineage"], serial, records)
-        return _Scan(header, state, valid_size, len(data))
+            from xpdeploy.git import tracked_in_head
 
-    def _parse_header(self, raw: bytes) -> dict[str, Any]:
+            if tracked_in_head(self.path):
+                raise UserError(
+                    "the ledger is committed in git (HEAD) but missing from the work tree:"
+                    f" it is not a new ledger; restore it (git checkout -- {self.path})"
+                    " before anything is sent",
+                    path=str(self.path),
+                ) from None
+            return journal.empty(self.environment)
+        return journal.parse(data, self.environment, str(self.path))
+
+
+def _same_file(path: Path, fd: int | None) -> bool:
+    if fd is None:
+        return False
+    try:
+        now, held = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Make ``data`` the whole of ``path``: temp file, fsync, rename, fsync the folder."""
+    parent = path.parent
+    make_dirs(parent)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
         try:
-            header = strict_loads(raw)
-        except (ValueError, RecursionError):
-            header = None
-        offset = header.get("serial_offset", 0) if isinstance(header, dict) else None
-        if (
-            not isinstance(header, dict)
-            or not isinstance(header.get("lineage"), str)
-            or type(offset) is not int
-            or offset < 0
-        ):
-            raise self._corrupt(1, raw, "the first line is not an xpdeploy ledger header")
-        version = header.get("format_version")
-        if version != FORMAT_VERSION:
-            raise UserError(
-                f"ledger format_version {version!r} is not {FORMAT_VERSION}; "
-                "it was written by another xpdeploy version: use that version, or upgrade",
-                path=str(self.path),
-                line=1,
-            )
-        if header.get("environment") != self.environment:
-            raise UserError(
-                f"this ledger belongs to environment {header.get('environment')!r}, "
-                f"not {self.environment!r}: give each environment its own `state:` path "
-                "in xpdeploy.yaml",
-                path=str(self.path),
-                line=1,
-            )
-        return header
-
-    def _corrupt(self, line: int, raw: bytes, reason: str) -> UserError:
-        if raw.startswith(_CONFLICT_MARKS):
-            what = (
-                "an unresolved git merge conflict: keep the event lines of both sides in "
-                "the order of their `at` times, drop the markers, and run again"
-            )
-        else:
-            what = (
-                f"{reason}; the journal is append-only, so this line was changed by hand "
-                f"or by a merge: restore it from git (git log -p -- {self.path}) or fix it"
-            )
-        return UserError(f"corrupt ledger line: {what}", path=str(self.path), line=line)
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, KeyError):
-        return f"the event has no {exc} field"
-    if isinstance(exc, RecursionError):
-        return "not a ledger event (nested too deeply)"
-    return f"not a ledger event ({exc})"
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 is wrong for a file meant for git
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(parent)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -28,6 +28,11 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    @property
+    def fd(self) -> int | None:
+        """The descriptor holding the lock, to check the path still names its file."""
+        return self._fd
+
     def acquire(self, info: LockInfo) -> None:
         """Take the lock at once, or raise `LockHeld` naming the holder."""
         if self._fd is not None:
@@ -51,8 +56,10 @@ class FileLock:
         if fd is None:
             return
         try:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            # Only our own file: if it was deleted under us, the one there now is another's.
+            if _is_file_of(self.path, fd):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
         finally:
             os.close(fd)
 
@@ -105,6 +112,13 @@ class FileLock:
             if same:
                 return fd
             os.close(fd)
+
+
+def _is_file_of(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def make_dirs(directory: Path) -> None:
