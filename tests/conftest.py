@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 # The deploy fixtures (emulator, deploy_env, make_deploy, deploy) for every test module.
-pytest_plugins = ["deploy_helpers"]
+pytest_plugins = ["deploy_helpers", "pg_server"]
 
 _real_connect = socket.socket.connect
 

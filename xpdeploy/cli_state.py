@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -210,3 +211,69 @@ def mv(session: Session, old: str, new: str, fmt: str) -> None:
 
     _locked(session, change)
     _say(session, fmt, f"{old} is now recorded as {new}.", name=new, result="moved")
+
+
+@state.command()
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="STATE",
+    help="Where to copy the ledger: a path, postgresql://USER@HOST/DB or git:BRANCH:PATH.",
+)
+@_format
+@common
+def migrate(session: Session, target: str, fmt: str) -> None:
+    """Copy the ledger to another backend, keeping lineage, serial and every event.
+
+    Refuses a target that already has events. Afterwards, point `state:` (or the
+    variable `state_env` names) at the target. Example:
+
+        xpdeploy state migrate -e production --to postgresql://ci@db.internal/xpdeploy
+    """
+    from xpdeploy.ledger import LockInfo, open_ledger
+    from xpdeploy.runner import ledger_for, shown_location
+
+    env = session.env_name
+    source = ledger_for(session)
+    project = session.project
+    destination = open_ledger(target, env, project.root, project.environment(env).state_remote)
+    info = LockInfo.current("xpdeploy state migrate")
+    with source.lock(info):  # no apply writes to the source while it is copied
+        history = source.history()
+        if not history.events:
+            raise UserError(f"the ledger of environment {env!r} has no events: nothing to copy")
+        with destination.lock(info):
+            destination.adopt(history)
+    copied = destination.read()
+    where = shown_location(destination)
+    message = (
+        f"copied {len(history.events)} event(s) of environment {env!r} (lineage"
+        f" {copied.lineage}, serial {copied.serial}) from {shown_location(source)} to {where};"
+        f" now point `state:` of {env!r} at it"
+    )
+    _say(session, fmt, message, result="migrated", to=where, serial=copied.serial)
+
+
+@state.command()
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+@common
+def export(session: Session, out: Path | None) -> None:
+    """Write the ledger's journal as the file ledger's JSON lines (any backend).
+
+    Example: xpdeploy state export -e production -o production-backup.jsonl
+    """
+    from xpdeploy.ledger.journal import encode, new_header
+    from xpdeploy.report.render import atomic_write
+    from xpdeploy.runner import ledger_for
+
+    history = ledger_for(session).history()
+    if not history.events:
+        raise UserError(f"the ledger of environment {session.env_name!r} has no events")
+    header = new_header(history.environment, history.lineage, history.serial_offset)
+    data = encode(header, history.events).decode("utf-8")
+    if out is None:
+        click.echo(data, nl=False)
+    else:
+        atomic_write(out, data)
+        click.echo(f"wrote {len(history.events)} event(s) to {out}", err=True)

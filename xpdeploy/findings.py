@@ -63,6 +63,11 @@ _RULES = [
         Severity.ERROR,
         "An apptoken is written in a file; it belongs in an environment variable.",
     ),
+    Rule(
+        "secret-in-file",
+        Severity.ERROR,
+        "A password is written in a `state:` URL; libpq reads it from PGPASSWORD or ~/.pgpass.",
+    ),
     Rule("duplicate-name", Severity.ERROR, "Two specs share a name."),
     Rule(
         "duplicate-external-message-id",

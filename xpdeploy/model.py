@@ -150,8 +150,15 @@ class Environment(_Strict):
     vars: dict[str, Any] = Field(default_factory=dict)
     state: NonEmptyStr | None = Field(
         None,
-        description="Ledger path; default state/<environment>.jsonl, or"
-        " .xpdeploy/<environment>.jsonl for the emulator",
+        description="The ledger: a path in the project (default state/<environment>.jsonl, or"
+        " .xpdeploy/<environment>.jsonl for the emulator), postgresql://USER@HOST/DB, or"
+        " git:BRANCH:PATH",
+    )
+    state_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        None, description="NAME of an environment variable holding the `state` value."
+    )
+    state_remote: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = Field(
+        "origin", description="The git remote of a git:BRANCH:PATH state."
     )
     guards: Guards = Field(default_factory=Guards.model_construct)
 

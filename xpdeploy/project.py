@@ -16,7 +16,7 @@ from xpdeploy.errors import FindingsError, UserError
 from xpdeploy.findings import Finding, Severity
 from xpdeploy.loader import MAX_DEPTH, Document, load_file, load_text
 from xpdeploy.model import Environment, ProjectFile
-from xpdeploy.validation import apptoken_findings, pydantic_findings
+from xpdeploy.validation import apptoken_findings, pydantic_findings, state_secret_findings
 
 PROJECT_FILE = "xpdeploy.yaml"
 EMULATOR = "emulator"
@@ -168,12 +168,24 @@ class Project:
     def environment(self, name: str) -> Environment:
         return self.config.environments[name]
 
-    def state_path(self, name: str) -> Path:
-        """The ledger: ``state:``, else state/<env>.jsonl (committed) for a real API and
-        .xpdeploy/<env>.jsonl (ignored) for the built-in emulator."""
+    def state_value(self, name: str) -> str:
+        """What ``state:`` says (or the variable ``state_env`` names): a path in the
+        project, a postgresql:// URL or git:BRANCH:PATH."""
         env = self.environment(name)
+        if env.state_env:
+            value = os.environ.get(env.state_env, "").strip()
+            if not value:  # never echoed when set: it may hold a password
+                raise UserError(
+                    f"state_env of environment {name!r} names {env.state_env}, which is not set"
+                )
+            return value
         default = f".xpdeploy/{name}.jsonl" if env.api_url == EMULATOR else f"state/{name}.jsonl"
-        return self.root / (env.state or default)
+        return env.state or default
+
+    def state_path(self, name: str) -> Path:
+        """A file ledger's path: ``state:``, else state/<env>.jsonl (committed) for a real
+        API and .xpdeploy/<env>.jsonl (ignored) for the built-in emulator."""
+        return self.root / self.state_value(name)
 
     def api_url(self, name: str) -> str:
         return os.environ.get("XPDEPLOY_API_URL") or self.environment(name).api_url
@@ -285,7 +297,7 @@ def load_project(explicit: Path | None = None, start: Path | None = None) -> Pro
         raise UserError("the project file must hold exactly one YAML document", path=shown)
     document = loaded.documents[0] if loaded.documents else None
     if document is not None:
-        problems += apptoken_findings(document)
+        problems += apptoken_findings(document) + state_secret_findings(document)
         if not isinstance(document.value, dict):
             raise UserError("the project file must be a mapping", path=shown, line=document.line)
     if problems:

@@ -12,7 +12,7 @@ from pathlib import Path
 from xpdeploy.apply import ApplyResult, Sender, check_endpoint, check_fresh, send_all
 from xpdeploy.errors import UserError
 from xpdeploy.execution import Execution
-from xpdeploy.ledger import Ledger, LedgerState, LockInfo, open_ledger
+from xpdeploy.ledger import FileLedger, Ledger, LedgerState, LockInfo, open_ledger
 from xpdeploy.model import Environment
 from xpdeploy.plan import ATTENTION, Action, Plan, make_plan
 from xpdeploy.planfile import SavedPlan, read_planfile
@@ -34,7 +34,17 @@ def read_for(session: Session, ledger: Ledger, environment: str) -> LedgerState:
 
 def ledger_for(session: Session, environment: str | None = None) -> Ledger:
     env = environment or session.env_name
-    return open_ledger(session.project.state_path(env), env)
+    project = session.project
+    remote = project.environment(env).state_remote
+    return open_ledger(project.state_value(env), env, project.root, remote)
+
+
+def shown_location(ledger: Ledger) -> str:
+    """Where the ledger is, for people: a file relative to here, else the backend's
+    own (password-free) description."""
+    if isinstance(ledger, FileLedger):
+        return display_path(ledger.path)
+    return ledger.location
 
 
 def build_plan(
@@ -58,7 +68,7 @@ def build_plan(
         known_names={s.name for s in result.sources},
         token_missing=token_missing,
     )
-    location = display_path(session.project.state_path(env))
+    location = shown_location(ledger_for(session, env))
     return only(replace(plan, ledger=location, behind=behind), names)
 
 
@@ -189,7 +199,7 @@ def apply(
         state = read_for(session, ledger, environment)
         behind = ledger.behind()
         if behind:
-            shown = display_path(session.project.state_path(environment))
+            shown = shown_location(ledger)
             raise UserError(f"{behind}; nothing was sent", path=shown)
         if saved is not None:
             stale = check_fresh(state, saved.plan)

@@ -185,6 +185,33 @@ def apptoken_findings(document: Document, base: KeyPath = ()) -> list[Finding]:
     return found
 
 
+def state_secret_findings(document: Document) -> list[Finding]:
+    """A ``state:`` URL with a password in it (never echoed: the finding names the key)."""
+    from urllib.parse import urlsplit
+
+    environments = document.value.get("environments") if isinstance(document.value, dict) else None
+    found = []
+    for name, env in (environments or {}).items() if isinstance(environments, dict) else ():
+        state = env.get("state") if isinstance(env, dict) else None
+        if not isinstance(state, str) or "://" not in state:
+            continue
+        try:
+            password = urlsplit(state).password
+        except ValueError:
+            password = None
+        if password:
+            found.append(
+                document.at(
+                    ("environments", name, "state"),
+                    "secret-in-file",
+                    "the state URL holds a password: drop it from the URL and give it to libpq"
+                    " through PGPASSWORD or ~/.pgpass (a CI secret), or put the whole URL in a"
+                    " secret variable and name it with state_env",
+                )
+            )
+    return found
+
+
 def _at(value: Any, path: KeyPath) -> Any:
     for step in path:
         value = value[step]

@@ -354,6 +354,35 @@ def test_compaction_keeps_lineage_state_and_serial(ledger: FileLedger, state_pat
 
 
 def test_open_ledger_gives_the_file_backend(state_path: Path) -> None:
-    ledger = open_ledger(state_path, ENV)
+    ledger = open_ledger("state/staging.jsonl", ENV, state_path.parent.parent)
     assert isinstance(ledger, FileLedger)
     assert ledger.location == str(state_path)
+
+
+@pytest.mark.parametrize(
+    ("state", "backend"),
+    [
+        ("postgresql://ci@db.internal/xp", "PostgresLedger"),
+        ("postgres://ci@db.internal/xp", "PostgresLedger"),
+        ("git:xpdeploy-state:staging.jsonl", "GitBranchLedger"),
+    ],
+)
+def test_open_ledger_picks_the_backend_from_the_state_value(
+    state: str, backend: str, tmp_path: Path
+) -> None:
+    assert type(open_ledger(state, ENV, tmp_path)).__name__ == backend
+
+
+@pytest.mark.parametrize(
+    "state", ["git::x.jsonl", "git:b:", "git:b:/abs.jsonl", "git:b:../x", "git:a..b:x"]
+)
+def test_a_bad_git_state_is_refused(state: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="git:BRANCH:PATH"):
+        open_ledger(state, ENV, tmp_path)
+
+
+def test_a_postgres_location_never_shows_the_password() -> None:
+    from xpdeploy.ledger.postgres import safe_location
+
+    shown = safe_location("postgresql://ci:pw-xyz@db.internal:6543/xp?sslmode=require&password=q")
+    assert shown == "postgresql://ci@db.internal:6543/xp"

@@ -32,7 +32,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from xpdeploy.ledger import Event, EventKind, LockInfo, open_ledger
-ledger = open_ledger(Path(sys.argv[1]), "staging")
+ledger = open_ledger(sys.argv[1], "staging", Path("/"))
 with ledger.lock(LockInfo.current("xpdeploy apply")):
     ledger.append([Event(EventKind.PENDING, "in-flight", revision=1, body_sha256="c" * 64)])
     print("locked", flush=True)

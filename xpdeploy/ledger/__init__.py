@@ -1,4 +1,4 @@
-"""State ledgers: what was sent where, behind one small backend interface (SPEC §6)."""
+"""State ledgers: what was sent where, behind one small backend interface."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from xpdeploy.ledger.base import (
     Event,
     EventKind,
+    LeaseLost,
     Ledger,
     LedgerState,
     LockHeld,
@@ -23,6 +24,7 @@ __all__ = [
     "Event",
     "EventKind",
     "FileLedger",
+    "LeaseLost",
     "Ledger",
     "LedgerState",
     "LockHeld",
@@ -36,6 +38,18 @@ __all__ = [
 ]
 
 
-def open_ledger(path: Path, environment: str) -> Ledger:
-    """The ledger for ``environment`` at its ``state:`` path (the file backend)."""
-    return FileLedger(path, environment)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_ledger(state: str, environment: str, root: Path, remote: str = "origin") -> Ledger:
+    """The ledger for ``environment`` that a ``state:`` value names: a PostgreSQL URL,
+    ``git:BRANCH:PATH`` on ``remote``, or a file path relative to the project ``root``."""
+    if state.startswith(POSTGRES_SCHEMES):
+        from xpdeploy.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(state, environment)
+    if state.startswith("git:"):
+        from xpdeploy.ledger.gitbranch import GitBranchLedger
+
+        return GitBranchLedger.from_state(state, environment, root, remote)
+    return FileLedger(root / state, environment)

@@ -328,9 +328,10 @@ class LockHeld(UserError):
         lock_path: str,
         holder: LockInfo | None,
         hint: str = "wait for it to finish: only one apply per environment runs at a time",
+        what: str = "lock file",
     ) -> None:
         who = holder.describe() if holder else "another process (it left no description)"
-        super().__init__(f"the ledger is locked by {who}, lock file {lock_path}; {hint}")
+        super().__init__(f"the ledger is locked by {who}, {what} {lock_path}; {hint}")
         self.lock_path = lock_path
         self.holder = holder
 

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from xpdeploy.errors import UserError
 from xpdeploy.ledger import journal
-from xpdeploy.ledger.base import Event, History, LeaseLost, LedgerState, LockHeld, LockInfo
+from xpdeploy.ledger.base import (
+    Event,
+    History,
+    LeaseLost,
+    LedgerState,
+    LockHeld,
+    LockInfo,
+    utc_now,
+)
 from xpdeploy.ledger.lock import FileLock, fsync_dir, make_dirs
 
 FORMAT_VERSION = journal.FORMAT_VERSION
@@ -153,7 +161,7 @@ class FileLedger:
             # Serial keeps counting across compaction, so a plan made before it still
             # matches exactly when the state is unchanged, and never matches otherwise.
             header["serial_offset"] = scan.state.serial - len(records)
-            header["compacted_at"] = journal.utc_now()
+            header["compacted_at"] = utc_now()
             events = [Event.from_record(record) for record in records.values()]
             self._write_whole(journal.encode(header, events))
             self._header, self._torn, self._unterminated = header, False, False
